@@ -1,0 +1,3 @@
+"""fedge: federated learning at the edge."""
+
+__version__ = "0.1.0"

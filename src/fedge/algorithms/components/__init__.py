@@ -1,0 +1,1 @@
+"""Small components that algorithms compose: pruning, neighbour selection and combining received models."""

@@ -1,0 +1,21 @@
+"""DPMN (paper section III): adaptive pruning + cosine-similarity neighbour selection + saturating regularizer.
+
+Each round, every device trains on f_i + λ·h_i with its neighbours' latest pruned models fixed, prunes adaptively,
+picks S_i = {j : cos_ij ≥ δ} within [k_min, k_max], and receives x̃_j ∘ m_j from each neighbour as a sparse payload.
+"""
+
+from __future__ import annotations
+
+from fedge.algorithms.components.combining import NeighbourRegularizer
+from fedge.algorithms.components.pruning import AdaptivePruner
+from fedge.algorithms.components.selection import SimilaritySelection
+
+
+class DPMN:
+    name = "dpmn"
+    description = "adaptive pruning, cosine-similarity neighbours, neighbour regularizer"
+
+    def __init__(self) -> None:
+        self.pruner = AdaptivePruner()
+        self.selector = SimilaritySelection("cosine")
+        self.combiner = NeighbourRegularizer()

@@ -1,0 +1,153 @@
+"""Payload codec: what actually crosses the wire, and its exact size.
+
+A payload carries one model vector x̃ ∘ m (length d). Three layouts, the smallest is chosen per payload:
+
+* dense  : header + d values
+* bitmap : header + ceil(d / 8) mask bytes + nnz values
+* index  : header + nnz indices (uint16 when d <= 65536, else uint32) + nnz values
+* cached : header + nnz values, when the receiver already holds the sender's current mask (it received it in an
+           earlier payload and the mask has not changed since): the mask is not sent again
+
+Header (little endian, 10 bytes): layout (u8), value dtype (u8: 0 = fp32, 1 = fp16), d (u32), nnz (u32).
+Byte counts reported by fedge are `len(encode(...))`; `encoded_size` computes the same number without encoding
+and is tested to agree.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+
+HEADER = struct.Struct("<BBII")
+DENSE, BITMAP, INDEX, CACHED = 0, 1, 2, 3
+_DTYPES = {"fp32": (0, np.float32, 4), "fp16": (1, np.float16, 2)}
+_DTYPE_BY_CODE = {code: (name, np_dtype, size) for name, (code, np_dtype, size) in _DTYPES.items()}
+ValueDtype = Literal["fp32", "fp16"]
+
+
+def _index_width(d: int) -> int:
+    return 2 if d <= 65536 else 4
+
+
+def layout_sizes(d: int, nnz: int, value_dtype: ValueDtype = "fp32") -> dict[int, int]:
+    """Encoded size in bytes of each layout for a vector of length d with nnz kept coordinates."""
+    value_size = _DTYPES[value_dtype][2]
+    return {
+        DENSE: HEADER.size + d * value_size,
+        BITMAP: HEADER.size + (d + 7) // 8 + nnz * value_size,
+        INDEX: HEADER.size + nnz * (_index_width(d) + value_size),
+    }
+
+
+def encoded_size(d: int, nnz: int, value_dtype: ValueDtype = "fp32", sparse: bool = True,
+                 mask_known: bool = False) -> int:
+    """Size of `encode` for this shape: the smallest layout (dense only when `sparse` is False)."""
+    sizes = layout_sizes(d, nnz, value_dtype)
+    if not sparse:
+        return sizes[DENSE]
+    if mask_known:
+        sizes[CACHED] = HEADER.size + nnz * _DTYPES[value_dtype][2]
+    return min(sizes.values())
+
+
+def encoded_sizes(nnz: torch.Tensor, d: int, value_dtype: ValueDtype = "fp32", sparse: bool = True,
+                  mask_known: torch.Tensor | None = None) -> torch.Tensor:
+    """Vectorised `encoded_size` over a tensor of nnz counts (int64 result); `mask_known` is broadcastable bool."""
+    value_size = _DTYPES[value_dtype][2]
+    dense = torch.full_like(nnz, HEADER.size + d * value_size)
+    if not sparse:
+        return dense
+    bitmap = HEADER.size + (d + 7) // 8 + nnz * value_size
+    index = HEADER.size + nnz * (_index_width(d) + value_size)
+    best = torch.minimum(dense, torch.minimum(bitmap, index))
+    if mask_known is not None:
+        cached = HEADER.size + nnz * value_size
+        best = torch.where(mask_known, torch.minimum(best, cached), best)
+    return best
+
+
+def encode(values: torch.Tensor, mask: torch.Tensor | None = None, value_dtype: ValueDtype = "fp32",
+           sparse: bool = True, mask_known: bool = False) -> bytes:
+    """Encode the coordinates of `values` kept by `mask` (all of them when mask is None) into bytes.
+
+    `mask_known`: the receiver already holds this exact mask, so the cached layout (values only) may be used.
+    """
+    code, np_dtype, _ = _DTYPES[value_dtype]
+    flat = values.detach().reshape(-1).to("cpu", torch.float32).numpy()
+    d = flat.shape[0]
+    if mask is None or not sparse:
+        keep = np.ones(d, dtype=bool) if mask is None else mask.detach().reshape(-1).cpu().numpy().astype(bool)
+        dense = np.where(keep, flat, 0).astype(np_dtype)
+        return HEADER.pack(DENSE, code, d, int(keep.sum())) + dense.tobytes()
+    keep = mask.detach().reshape(-1).cpu().numpy().astype(bool)
+    nnz = int(keep.sum())
+    sizes = layout_sizes(d, nnz, value_dtype)
+    if mask_known:
+        sizes[CACHED] = HEADER.size + nnz * _DTYPES[value_dtype][2]
+    layout = min(sizes, key=lambda k: (sizes[k], k))
+    kept = flat[keep].astype(np_dtype)
+    if layout == CACHED:
+        return HEADER.pack(CACHED, code, d, nnz) + kept.tobytes()
+    if layout == DENSE:
+        return HEADER.pack(DENSE, code, d, nnz) + np.where(keep, flat, 0).astype(np_dtype).tobytes()
+    if layout == BITMAP:
+        return HEADER.pack(BITMAP, code, d, nnz) + np.packbits(keep, bitorder="little").tobytes() + kept.tobytes()
+    index_dtype = np.uint16 if _index_width(d) == 2 else np.uint32
+    idx = np.flatnonzero(keep).astype(index_dtype)
+    return HEADER.pack(INDEX, code, d, nnz) + idx.tobytes() + kept.tobytes()
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A decoded payload: dense values (zeros where not kept) and the kept-coordinate mask."""
+
+    values: torch.Tensor
+    mask: torch.Tensor
+
+
+def decode(payload: bytes, known_mask: torch.Tensor | None = None) -> Decoded:
+    """Inverse of `encode`; a cached-layout payload needs the sender's mask the receiver holds (`known_mask`).
+
+    Raises ValueError on a truncated or malformed payload.
+    """
+    if len(payload) < HEADER.size:
+        raise ValueError(f"payload of {len(payload)} bytes is shorter than its header")
+    layout, code, d, nnz = HEADER.unpack_from(payload)
+    if code not in _DTYPE_BY_CODE or layout not in (DENSE, BITMAP, INDEX, CACHED):
+        raise ValueError("payload header names an unknown layout or dtype")
+    _, np_dtype, value_size = _DTYPE_BY_CODE[code]
+    body = memoryview(payload)[HEADER.size:]
+    if layout == CACHED:
+        if known_mask is None or known_mask.numel() != d or int(known_mask.sum()) != nnz:
+            raise ValueError("a cached-mask payload needs the sender's mask that the receiver holds")
+        if len(body) != nnz * value_size:
+            raise ValueError(f"payload body is {len(body)} bytes, header implies {nnz * value_size}")
+        keep_t = known_mask.reshape(-1).to(torch.bool)
+        dense_t = torch.zeros(d)
+        dense_t[keep_t] = torch.from_numpy(np.frombuffer(body, dtype=np_dtype).astype(np.float32))
+        return Decoded(dense_t, keep_t.clone())
+    expected = layout_sizes(d, nnz, _DTYPE_BY_CODE[code][0])[layout] - HEADER.size
+    if len(body) != expected:
+        raise ValueError(f"payload body is {len(body)} bytes, header implies {expected}")
+    if layout == DENSE:
+        dense = np.frombuffer(body, dtype=np_dtype).astype(np.float32)
+        values = torch.from_numpy(dense.copy())
+        # A dense payload of a masked vector keeps the mask implicitly: pruned coordinates are exactly zero.
+        return Decoded(values, torch.ones(d, dtype=torch.bool) if nnz == d else values != 0)
+    if layout == BITMAP:
+        nbytes = (d + 7) // 8
+        keep = np.unpackbits(np.frombuffer(body[:nbytes], dtype=np.uint8), count=d, bitorder="little").astype(bool)
+        kept = np.frombuffer(body[nbytes:], dtype=np_dtype).astype(np.float32)
+    else:
+        width = _index_width(d)
+        idx = np.frombuffer(body[: nnz * width], dtype=np.uint16 if width == 2 else np.uint32).astype(np.int64)
+        kept = np.frombuffer(body[nnz * width:], dtype=np_dtype).astype(np.float32)
+        keep = np.zeros(d, dtype=bool)
+        keep[idx] = True
+    dense = np.zeros(d, dtype=np.float32)
+    dense[keep] = kept
+    return Decoded(torch.from_numpy(dense), torch.from_numpy(keep))

@@ -1,0 +1,85 @@
+"""Binary pruning masks (paper section III.B): x̃_i = x_i ∘ m_i.
+
+Magnitude pruning is per layer: every prunable tensor keeps exactly round(ρ · n_layer) of its largest-magnitude
+coordinates, so no layer is wiped out by a global threshold and the density of each layer is exact. Coordinates
+outside every group (biases) are always kept.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def kept_count(size: int, density: float) -> int:
+    """Number of coordinates a layer of `size` keeps at `density` (at least one)."""
+    return max(1, min(size, int(round(density * size))))
+
+
+def magnitude_mask(x: torch.Tensor, groups: list[tuple[int, int]], density: torch.Tensor,
+                   current: torch.Tensor | None = None) -> torch.Tensor:
+    """Boolean [N, d] mask keeping the largest |x| per layer group at each device's `density` [N].
+
+    With `current` given, only currently kept coordinates compete (pruned ones stay pruned): pruning only removes.
+    Ties are broken by coordinate index (stable sort), so the result is deterministic.
+    """
+    n, d = x.shape
+    mask = torch.ones(n, d, dtype=torch.bool, device=x.device)
+    magnitude = x.abs()
+    if current is not None:
+        magnitude = torch.where(current, magnitude, torch.full_like(magnitude, -1.0))
+    for start, stop in groups:
+        size = stop - start
+        block = magnitude[:, start:stop]
+        order = torch.sort(block, dim=1, descending=True, stable=True).indices
+        keep = torch.tensor([kept_count(size, float(r)) for r in density], device=x.device)
+        ranks = torch.arange(size, device=x.device).expand(n, size)
+        keep_sorted = ranks < keep[:, None]
+        group_mask = torch.zeros(n, size, dtype=torch.bool, device=x.device)
+        group_mask.scatter_(1, order, keep_sorted)
+        mask[:, start:stop] = group_mask
+    return mask
+
+
+def regrow(mask: torch.Tensor, groups: list[tuple[int, int]], density: torch.Tensor,
+           generator: torch.Generator) -> torch.Tensor:
+    """Grow each device's mask back up to `density` per layer by re-enabling pruned coordinates chosen at random.
+
+    Regrown coordinates start at value zero (they were zero while pruned), as in RigL-style regrowth; a device whose
+    density already meets the target is unchanged.
+    """
+    n, _ = mask.shape
+    grown = mask.clone()
+    for start, stop in groups:
+        size = stop - start
+        block = grown[:, start:stop]
+        target = torch.tensor([kept_count(size, float(r)) for r in density], device=mask.device)
+        missing = (target - block.sum(dim=1)).clamp_min(0)
+        if int(missing.max()) == 0:
+            continue
+        noise = torch.rand(n, size, generator=generator).to(mask.device)
+        noise = torch.where(block, torch.full_like(noise, -1.0), noise)
+        order = torch.sort(noise, dim=1, descending=True, stable=True).indices
+        ranks = torch.arange(size, device=mask.device).expand(n, size)
+        add = torch.zeros_like(block)
+        add.scatter_(1, order, ranks < missing[:, None])
+        grown[:, start:stop] = block | add
+    return grown
+
+
+def density(mask: torch.Tensor, prunable: torch.Tensor | None = None) -> torch.Tensor:
+    """Fraction of kept coordinates per device [N] (over prunable coordinates when `prunable` [d] is given)."""
+    if prunable is None:
+        return mask.float().mean(dim=1)
+    return mask[:, prunable].float().mean(dim=1)
+
+
+def scheduled_density(target: torch.Tensor, progress: torch.Tensor, ramp_rounds: int) -> torch.Tensor:
+    """Density after `progress` pruning steps: 1 − (1 − ρ)·min(1, progress / ramp_rounds), per device.
+
+    Density falls linearly from 1 to the target ρ over `ramp_rounds` steps rather than in one cut (adaptive pruning,
+    paper section III.C); `progress` is per device because a device may pause or back off.
+    """
+    if ramp_rounds <= 0:
+        return target.clone()
+    fraction = (progress.to(target.dtype) / ramp_rounds).clamp(0.0, 1.0)
+    return 1.0 - (1.0 - target) * fraction

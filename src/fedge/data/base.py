@@ -1,0 +1,64 @@
+"""The in-memory dataset every loader returns, and the helpers loaders share."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from fedge.errors import DataError
+
+
+@dataclass
+class ArrayDataset:
+    """A labelled dataset held as tensors.
+
+    `x_*` are float32 with a leading sample dimension ([n, C, H, W] for images, [n, F] for features), already
+    scaled (images to [0, 1] then normalised per channel); `y_*` are int64 class labels in [0, num_classes).
+    """
+
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    num_classes: int
+
+    def __post_init__(self) -> None:
+        if len(self.x_train) != len(self.y_train) or len(self.x_test) != len(self.y_test):
+            raise ValueError(f"{self.name}: features and labels differ in length")
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def require_files(folder: Path | None, names: list[str], dataset: str) -> Path:
+    """Return `folder` if it holds every file in `names`, else raise a one-line DataError saying what to put where."""
+    if folder is None:
+        raise DataError(f"{dataset}: no --data-dir given; put {', '.join(names)} in a folder and pass it")
+    missing = [n for n in names if not (folder / n).exists()]
+    if missing:
+        raise DataError(f"{dataset}: missing {', '.join(missing)} in {folder} (put the files there or pass --download)")
+    return folder
+
+
+def normalise_images(x: torch.Tensor) -> torch.Tensor:
+    """Scale uint8-range images to [0, 1] and standardise each channel to mean 0, std 1 (statistics of `x`)."""
+    x = x.to(torch.float32)
+    if x.max() > 1.0:
+        x = x / 255.0
+    dims = [0] + list(range(2, x.dim()))
+    mean = x.mean(dim=dims, keepdim=True)
+    std = x.std(dim=dims, keepdim=True).clamp_min(1e-6)
+    return (x - mean) / std

@@ -1,0 +1,116 @@
+"""The round loop, written once for every algorithm and runtime.
+
+One round on every live device (DPMN order, paper section III.C):
+1. train: E local epochs on f_i (+ the combiner's penalty λ·∇h_i with the received models held fixed);
+2. prune: the algorithm's pruner updates masks from local validation accuracy (if it has one);
+3. select: the selector picks S_i and reports the bytes its scoring used;
+4. exchange: each device receives x̃_j ∘ m_j from every j ∈ S_i as an encoded payload (bytes counted);
+5. combine: the combiner uses what was received (regularizer references, neighbour averaging, server average);
+6. evaluate: personalized accuracy of each device's model on its own test set.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from fedge.algorithms.base import Algorithm
+from fedge.algorithms.context import RunContext
+from fedge.algorithms.state import FederationState
+from fedge.core.codec import encoded_sizes
+from fedge.core.masks import density
+from fedge.runtimes.trainer import BatchedTrainer, SequentialTrainer
+
+
+@dataclass
+class RoundTimer:
+    """Seconds spent in each phase, accumulated over the run (for the benchmark's breakdown)."""
+
+    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(
+        ("train", "prune", "select", "exchange", "combine", "evaluate"), 0.0))
+
+    def add(self, phase: str, started: float) -> float:
+        now = time.perf_counter()
+        self.seconds[phase] += now - started
+        return now
+
+
+def exchange(state: FederationState, ctx: RunContext, adjacency: torch.Tensor) -> int:
+    """Deliver each sender's encoded payload to its receivers; returns the bytes on the wire.
+
+    The payload j sends i is `codec.encode(x̃_j, m_j, mask_known=...)`, where the mask is left out when i already
+    holds j's current mask version; its length is `codec.encoded_sizes` (tested equal to the encoded length). The
+    value received is x̃_j itself (fp32) or its fp16 rounding.
+    """
+    rows, cols = torch.nonzero(adjacency, as_tuple=True)
+    held = state.mask_version_held[rows, cols].long() == state.mask_version[cols]
+    nnz = state.masks.sum(dim=1)
+    sizes = encoded_sizes(nnz[cols], ctx.dim, ctx.config.payload_dtype, mask_known=held)
+    state.mask_version_held[rows, cols] = state.mask_version[cols].to(torch.int32)
+    sent = adjacency.any(dim=0)
+    values = state.bank if ctx.config.payload_dtype == "fp32" else state.bank.half().float()
+    state.references = torch.where(sent[:, None], values, state.references)
+    state.reference_masks = torch.where(sent[:, None], state.masks, state.reference_masks)
+    return int(sizes.sum())
+
+
+def percentile(values: list[float], q: float) -> float:
+    finite = sorted(v for v in values if not math.isnan(v))
+    if not finite:
+        return float("nan")
+    k = (len(finite) - 1) * q
+    lo, hi = math.floor(k), math.ceil(k)
+    return finite[lo] + (finite[hi] - finite[lo]) * (k - lo)
+
+
+def run_round(state: FederationState, ctx: RunContext, algorithm: Algorithm,
+              trainer: SequentialTrainer | BatchedTrainer, generator: torch.Generator, timer: RoundTimer,
+              evaluate: bool = True) -> dict[str, object]:
+    """Advance `state` by one round; returns that round's metrics."""
+    state.round += 1
+    active = state.alive.clone()
+    started = time.perf_counter()
+    devices = torch.nonzero(active).flatten()
+    penalty = algorithm.combiner.penalty(state, ctx)
+    losses = trainer.train_all(state.bank, state.masks, state.momentum, devices, penalty, generator).tolist()
+    started = timer.add("train", started)
+
+    if algorithm.pruner is not None:
+        val = torch.nan_to_num(trainer.evaluate_all(state.bank, "val")[0], nan=0.0)
+        algorithm.pruner.step(state, ctx, val, active)
+    started = timer.add("prune", started)
+
+    round_bytes = 0
+    if algorithm.selector is not None:
+        adjacency, scoring_bytes = algorithm.selector.select(state, ctx)
+        started = timer.add("select", started)
+        round_bytes += scoring_bytes + exchange(state, ctx, adjacency)
+        state.neighbours = adjacency
+        observe = getattr(algorithm.selector, "observe", None)
+        if observe is not None:
+            observe(state, ctx, adjacency)
+        started = timer.add("exchange", started)
+    round_bytes += algorithm.combiner.combine(state, ctx)
+    started = timer.add("combine", started)
+    state.bytes_total += round_bytes
+
+    metrics: dict[str, object] = {
+        "round": state.round,
+        "algorithm": algorithm.name,
+        "loss_mean": sum(losses) / max(len(losses), 1),
+        "bytes_round": round_bytes,
+        "bytes_total": state.bytes_total,
+        "neighbours_mean": float(state.neighbours.sum(dim=1).float().mean()) if algorithm.selector else 0.0,
+        "density_mean": float(density(state.masks).mean()),
+        "participants": int(active.sum()),
+    }
+    if evaluate:
+        accuracies = trainer.evaluate_all(state.bank, "test")[0].tolist()
+        alive_acc = [a for a, ok in zip(accuracies, state.alive.tolist()) if ok]
+        metrics["accuracy_mean"] = sum(alive_acc) / max(len(alive_acc), 1)
+        metrics["accuracy_p10"] = percentile(alive_acc, 0.10)
+    timer.add("evaluate", started)
+    return metrics

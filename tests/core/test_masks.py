@@ -1,0 +1,40 @@
+import torch
+
+from fedge.core.masks import density, kept_count, magnitude_mask, regrow, scheduled_density
+
+
+def test_magnitude_mask_has_exact_per_layer_density() -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 1000, generator=g)
+    groups = [(0, 300), (300, 950)]  # 950..1000 is "bias": never pruned
+    rho = torch.tensor([0.5, 0.2, 0.73])
+    mask = magnitude_mask(x, groups, rho)
+    for i in range(3):
+        for start, stop in groups:
+            assert int(mask[i, start:stop].sum()) == kept_count(stop - start, float(rho[i]))
+        assert bool(mask[i, 950:].all())
+    # The kept coordinates are the largest in magnitude within their layer.
+    kept = x[0, :300][mask[0, :300]].abs().min()
+    dropped = x[0, :300][~mask[0, :300]].abs().max()
+    assert kept >= dropped
+
+
+def test_pruning_only_removes_and_regrow_restores_density() -> None:
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 400, generator=g)
+    groups = [(0, 400)]
+    first = magnitude_mask(x, groups, torch.tensor([0.5, 0.5]))
+    second = magnitude_mask(x * torch.rand(2, 400, generator=g), groups, torch.tensor([0.25, 0.5]), current=first)
+    assert not bool((second & ~first).any())
+    assert int(second[0].sum()) == 100 and torch.equal(second[1], first[1])
+    grown = regrow(second, groups, torch.tensor([0.5, 0.5]), g)
+    assert int(grown[0].sum()) == 200 and bool((second & ~grown).sum() == 0)
+    assert density(grown).tolist() == [0.5, 0.5]
+
+
+def test_schedule_ramps_linearly_to_target() -> None:
+    target = torch.tensor([0.5, 0.2])
+    steps = [scheduled_density(target, torch.tensor([p, p]), 4).tolist() for p in range(6)]
+    assert steps[0] == [1.0, 1.0]
+    assert abs(steps[2][0] - 0.75) < 1e-6 and abs(steps[2][1] - 0.6) < 1e-6
+    assert [round(v, 6) for v in steps[4]] == [0.5, 0.2] and steps[5] == steps[4]

@@ -1,0 +1,69 @@
+import torch
+
+from fedge.core.neighbours import random_select, threshold_select, topk_select
+from fedge.core.similarity import overlap_cosine, pair_cosine
+
+
+def test_threshold_kmin_kmax_semantics() -> None:
+    scores = torch.tensor([
+        [0.0, 0.9, 0.5, 0.3, 0.1, -0.2],
+        [0.9, 0.0, 0.1, 0.05, 0.0, 0.0],
+        [0.5, 0.1, 0.0, 0.15, 0.19, 0.1],
+        [0.3, 0.05, 0.15, 0.0, 0.8, 0.7],
+        [0.1, 0.0, 0.19, 0.8, 0.0, 0.6],
+        [-0.2, 0.0, 0.1, 0.7, 0.6, 0.0],
+    ])
+    candidates = torch.ones(6, 6, dtype=torch.bool)
+    chosen = threshold_select(scores, candidates, delta=0.2, k_min=1, k_max=2)
+    # Row 0: 0.9, 0.5, 0.3 pass δ, capped at k_max = 2 → {1, 2}.
+    assert chosen[0].nonzero().flatten().tolist() == [1, 2]
+    # Row 1: only 0.9 passes → {0}.
+    assert chosen[1].nonzero().flatten().tolist() == [0]
+    # Row 2: 0.5 passes; row 2 has one. Row with none passing gets k_min best: use δ = 0.95.
+    strict = threshold_select(scores, candidates, delta=0.95, k_min=1, k_max=2)
+    assert strict.sum(dim=1).tolist() == [1] * 6
+    assert strict[2].nonzero().flatten().tolist() == [0]
+    # k_min = 0 allows isolation; the diagonal is never chosen.
+    none = threshold_select(scores, candidates, delta=0.95, k_min=0, k_max=2)
+    assert int(none.sum()) == 0
+    assert not bool(threshold_select(scores, candidates, -1.0, 0, 5).diagonal().any())
+    # Per-device k_max.
+    per = threshold_select(scores, candidates, 0.2, 1, torch.tensor([1, 1, 1, 3, 1, 1]))
+    assert per[0].nonzero().flatten().tolist() == [1]
+    assert per[3].nonzero().flatten().tolist() == [0, 4, 5]
+
+
+def test_candidates_limit_selection() -> None:
+    scores = torch.ones(4, 4)
+    candidates = torch.zeros(4, 4, dtype=torch.bool)
+    candidates[0, 3] = True
+    chosen = threshold_select(scores, candidates, 0.2, 2, 3)
+    assert chosen[0].nonzero().flatten().tolist() == [3]
+    assert int(chosen[1:].sum()) == 0
+
+
+def test_topk_and_random_counts() -> None:
+    g = torch.Generator().manual_seed(0)
+    scores = torch.rand(10, 10, generator=g)
+    cand = torch.ones(10, 10, dtype=torch.bool)
+    top = topk_select(scores, cand, 3)
+    assert top.sum(dim=1).tolist() == [3] * 10
+    counts = torch.tensor([0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
+    rnd = random_select(cand, counts, g)
+    assert rnd.sum(dim=1).tolist() == counts.tolist()
+    assert not bool(rnd.diagonal().any())
+
+
+def test_overlap_cosine_matches_explicit_formula() -> None:
+    g = torch.Generator().manual_seed(3)
+    masks = torch.rand(5, 50, generator=g) < 0.6
+    u = torch.randn(5, 50, generator=g, dtype=torch.float64) * masks
+    matrix = overlap_cosine(u, masks)
+    for i in range(5):
+        for j in range(5):
+            m = masks[i] & masks[j]
+            a, b = u[i] * m, u[j] * m
+            expected = (a @ b) / (a.norm() * b.norm())
+            assert abs(float(matrix[i, j]) - float(expected)) < 1e-9
+    rows, cols = torch.tensor([0, 1, 4]), torch.tensor([2, 3, 0])
+    torch.testing.assert_close(pair_cosine(u, masks, rows, cols), matrix[rows, cols])
