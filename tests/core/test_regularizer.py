@@ -27,6 +27,8 @@ def test_batched_gradient_matches_per_device() -> None:
     o = torch.stack(overlaps)
     valid = torch.tensor([[True, True, True], [True, False, False], [True, True, False], [False, False, False]])
     batched = regularizer.batched_gradient(x, r, o, valid, 1e-3)
+    prepared = regularizer.prepared_gradient(x, regularizer.prepare_references(r, o, valid), 1e-3)
+    torch.testing.assert_close(prepared, batched)
     for i in range(4):
         keep = valid[i]
         expected = regularizer.gradient(x[i], r[i][keep], o[i][keep], 1e-3)

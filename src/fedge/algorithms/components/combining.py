@@ -4,7 +4,7 @@
   during the next round's local training. The device's own model is not overwritten: it stays personalized.
 * `NeighbourAveraging` (dfl): replace the own model by the uniform average of itself and its neighbours (D-PSGD).
 * `ServerAveraging` (fedavg): a server averages the participants' models weighted by data size and sends the
-  result back to everyone; upload and download bytes are counted.
+  result back; upload and download bytes are counted (as backhaul). `ClientSampling` picks the participants.
 * `NoCombining` (local): nothing.
 """
 
@@ -33,11 +33,16 @@ class NeighbourRegularizer:
         k = int(degree.max())
         order = torch.sort(state.neighbours.to(torch.int8), dim=1, descending=True, stable=True).indices[:, :k]
         valid = torch.gather(state.neighbours, 1, order)
-        references = state.references[order]
-        overlap = state.reference_masks[order] & state.masks[:, None, :]
+        prepared = regularizer.prepare_references(state.references[order],
+                                                  state.reference_masks[order] & state.masks[:, None, :], valid)
+        everyone = torch.arange(state.num_devices)
 
         def grad(x: torch.Tensor, devices: torch.Tensor) -> torch.Tensor:
-            return lam * regularizer.batched_gradient(x, references[devices], overlap[devices], valid[devices], sigma)
+            if len(devices) == len(everyone) and torch.equal(devices, everyone):
+                rows = prepared
+            else:
+                rows = regularizer.PreparedReferences(*(t[devices] for t in prepared))
+            return lam * regularizer.prepared_gradient(x, rows, sigma)
 
         return grad
 
@@ -59,20 +64,50 @@ class NeighbourAveraging:
         return 0
 
 
+def client_weights(ctx: RunContext, senders: torch.Tensor) -> torch.Tensor:
+    """[N] aggregation weights: |D_i| (FedAvg) or 1 (`server.weighting: uniform`), zero for non-senders."""
+    base = ctx.data_sizes.to(torch.float32) if ctx.config.server.weighting == "data_size" else \
+        torch.ones(len(senders))
+    return torch.where(senders, base, torch.zeros(()))
+
+
+class ClientSampling:
+    """FedAvg's client sampling: each round the server picks max(1, round(C·n)) of the n online devices uniformly
+    without replacement (C = `server.sample_fraction`; C = 1 takes everyone and draws nothing)."""
+
+    def participants(self, state: FederationState, ctx: RunContext, online: torch.Tensor) -> torch.Tensor:
+        fraction = ctx.config.server.sample_fraction
+        count = int(online.sum())
+        if fraction >= 1 or count == 0:
+            return online
+        take = max(1, int(round(fraction * count)))
+        candidates = torch.nonzero(online).flatten()
+        chosen = candidates[torch.randperm(count, generator=ctx.generator)[:take]]
+        sampled = torch.zeros_like(online)
+        sampled[chosen] = True
+        return sampled
+
+
 class ServerAveraging:
     def penalty(self, state: FederationState, ctx: RunContext) -> Penalty | None:
         return None
 
-    def combine(self, state: FederationState, ctx: RunContext, participants: torch.Tensor | None = None) -> int:
-        """Average the participants' models; every live device downloads the result. Returns bytes moved."""
-        senders = state.alive if participants is None else participants & state.alive
+    def combine(self, state: FederationState, ctx: RunContext) -> int:
+        """Average the participants' (`state.alive` during a round) models; returns bytes moved.
+
+        Each participant uploads its model and downloads the new global model (2 dense payloads, all over the
+        backhaul: the server is in the cloud). The global model is written to every member's row: it is what any
+        member downloads when it next takes part, and what is evaluated on its test data.
+        """
+        senders = state.alive
+        receivers = state.members if state.members is not None else state.alive
         if not bool(senders.any()):
             return 0
-        weights = torch.where(senders, ctx.data_sizes.to(torch.float32), torch.zeros(()))
-        global_model = weighted_average(state.bank, weights)
+        global_model = weighted_average(state.bank, client_weights(ctx, senders))
         size = encoded_size(ctx.dim, ctx.dim, ctx.config.payload_dtype, sparse=False)
-        moved = int(senders.sum()) * size + int(state.alive.sum()) * size
-        state.bank = torch.where(state.alive[:, None], global_model[None, :].expand_as(state.bank), state.bank)
+        moved = 2 * int(senders.sum()) * size
+        state.bank = torch.where(receivers[:, None], global_model[None, :].expand_as(state.bank), state.bank)
+        state.bytes_backhaul_total += moved
         return moved
 
 
