@@ -1,0 +1,60 @@
+"""Client-server federated recommendation with private user rows (the shared part of fedmf and fedncf).
+
+Per round, every selected user (a client) downloads the rows of the items it will touch (or the whole catalogue),
+trains its private user row together with its copies of those item rows and of the dense shared tensors, keeps the
+new user row on the device, and uploads only the deltas of the shared part. The server averages each item over the
+clients that touched it (`fedge.core.aggregation.masked_average`) and the dense tensors over all clients.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from fedge.recsys.algorithms.base import Context, RecState, RoundReport, predict_with
+from fedge.recsys.local import make_batch, make_copies, make_pairs, train_copies
+from fedge.recsys.models import Model
+from fedge.recsys.wire import Uploads, aggregate, download_bytes
+
+
+class FederatedRecommender:
+    """FedAvg-style training of `model` with user rows that never leave the device."""
+
+    def __init__(self, name: str, model: Model, ctx: Context) -> None:
+        self.name = name
+        self.model = model
+        self.ctx = ctx
+
+    def init_state(self, generator: torch.Generator) -> RecState:
+        data = self.ctx.data
+        shared = self.model.init_shared(data.num_items, generator)
+        return RecState(shared, self.model.init_user(data.num_users, generator))
+
+    def client_round(self, state: RecState, users: torch.Tensor, generator: torch.Generator) -> Uploads:
+        data, train = self.ctx.data, self.ctx.cfg.train
+        batch = make_batch(data, users, self.ctx.cfg.data.num_negatives, generator)
+        pairs = make_pairs(batch.client, batch.item, data.num_items)
+        assert state.user is not None
+        copies = make_copies(state.user[users], state.shared, pairs)
+        loss = train_copies(self.model, copies, batch, pairs, protocol=data.protocol, epochs=train.local_epochs,
+                            batches=train.local_batches, lr=train.lr, l2=train.l2, generator=generator,
+                            optimizer=train.local_optimizer, user_epochs=train.user_epochs)
+        state.user[users] = copies.user.detach()  # stays on the device
+        item_delta = copies.item.detach() - state.shared["item"][pairs.item]
+        dense_delta = {k: v.detach() - state.shared[k] for k, v in copies.dense.items()}
+        return Uploads(len(users), data.num_items, pairs.client, pairs.item, item_delta, dense_delta,
+                       mode=train.upload, loss=loss)
+
+    def server_aggregate(self, state: RecState, uploads: Uploads | None) -> RoundReport:
+        assert uploads is not None
+        train = self.ctx.cfg.train
+        item_mean, _, dense_mean, sent = aggregate(uploads, train.payloads == "encode", train.value_dtype)
+        state.shared["item"].add_(item_mean, alpha=train.server_lr)
+        for name, delta in dense_mean.items():
+            state.shared[name].add_(delta, alpha=train.server_lr)
+        return RoundReport(bytes_up=sent, bytes_down=download_bytes(uploads, train.value_dtype),
+                           loss=uploads.loss)
+
+    def predict(self, state: RecState, user: torch.Tensor, item: torch.Tensor,
+                generator: torch.Generator) -> torch.Tensor:
+        assert state.user is not None
+        return predict_with(self.model, state.user, state.shared, user, item)

@@ -1,0 +1,178 @@
+"""Batched local training: every client of a round trains its private copy at once.
+
+Clients never share a tensor during local training, so the copies are stacked and trained as one graph:
+
+* user rows `[B, du]` (one per client),
+* item rows `[P, di]`, one per (client, item) *pair* the client touches this round — so each client has its own
+  copy of exactly the items it uses, and nothing else (no `[B, I, di]` table is ever built),
+* dense shared tensors (MLP, biases) copied per client `[B, ...]`.
+
+Each interaction gathers its client's rows; the loss is the sum over clients of each client's mean loss, so the
+gradient of client b's copy is exactly client b's own gradient. Adam is coordinate-wise, so one Adam over the stacked
+copies is B independent local Adams. This is local training of FedAvg (McMahan et al. 2017) without a Python loop
+over users.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from fedge.recsys.models import Model, Segments
+from fedge.recsys.protocol import RecData, sample_negatives
+
+
+@dataclass
+class RoundBatch:
+    """The training examples of one round: interaction n belongs to client `client[n]` (index into `users`)."""
+
+    users: torch.Tensor  # [B] global user ids
+    client: torch.Tensor  # [n]
+    item: torch.Tensor  # [n]
+    target: torch.Tensor  # [n]
+
+
+@dataclass
+class Pairs:
+    """Unique (client, item) pairs, sorted client-major; `inv[n]` is the pair of interaction n."""
+
+    client: torch.Tensor  # [P]
+    item: torch.Tensor  # [P]
+    inv: torch.Tensor  # [n]
+
+
+@dataclass
+class Copies:
+    """Every client's private working copy of the model for this round."""
+
+    user: torch.Tensor  # [B, du]
+    item: torch.Tensor  # [P, di]
+    dense: dict[str, torch.Tensor]  # name -> [B, ...] per client, or the tensor itself when `pooled`
+    pooled: bool = False  # centralized training: one copy shared by every example
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [self.user, self.item, *self.dense.values()]
+
+
+def make_batch(data: RecData, users: torch.Tensor, num_negatives: int, generator: torch.Generator) -> RoundBatch:
+    """The users' own training interactions plus, for implicit feedback, `num_negatives` fresh negatives each."""
+    client, rows = data.user_rows(users)
+    item, target = data.train_item[rows], data.train_target[rows]
+    if data.protocol == "implicit" and num_negatives > 0:
+        neg_client = client.repeat_interleave(num_negatives)
+        neg_item = sample_negatives(data, users[neg_client], generator)
+        client = torch.cat([client, neg_client])
+        item = torch.cat([item, neg_item])
+        target = torch.cat([target, torch.zeros(len(neg_item))])
+    return RoundBatch(users, client, item, target)
+
+
+def make_pairs(client: torch.Tensor, item: torch.Tensor, num_items: int) -> Pairs:
+    keys, inv = torch.unique(client * num_items + item, return_inverse=True)
+    return Pairs(keys // num_items, keys % num_items, inv)
+
+
+def make_copies(user_rows: torch.Tensor, shared: dict[str, torch.Tensor], pairs: Pairs) -> Copies:
+    num_clients = len(user_rows)
+    dense = {k: v.unsqueeze(0).expand(num_clients, *v.shape).clone() for k, v in shared.items() if k != "item"}
+    return Copies(user_rows.clone(), shared["item"][pairs.item].clone(), dense)
+
+
+def example_losses(model: Model, copies: Copies, batch: RoundBatch, pairs: Pairs, sel: torch.Tensor,
+                   protocol: str, l2: float) -> torch.Tensor:
+    """Per-example loss (BCE on logits for implicit, squared error for explicit) plus L2 on the rows used."""
+    c = batch.client[sel]
+    u, v = copies.user[c], copies.item[pairs.inv[sel]]
+    seg = None if copies.pooled else Segments(c, len(batch.users))
+    pred = model.predict(u, v, copies.dense, seg)
+    target = batch.target[sel]
+    if protocol == "implicit":
+        loss = F.binary_cross_entropy_with_logits(pred, target, reduction="none")
+    else:
+        loss = (pred - target) ** 2
+    if l2 > 0:
+        loss = loss + l2 * ((u * u).sum(1) + (v * v).sum(1))
+    return loss
+
+
+def client_mean_loss(model: Model, copies: Copies, batch: RoundBatch, pairs: Pairs, sel: torch.Tensor,
+                     protocol: str, l2: float) -> torch.Tensor:
+    """Σ_clients mean loss of that client's examples in `sel`: each copy gets its own client's gradient."""
+    losses = example_losses(model, copies, batch, pairs, sel, protocol, l2)
+    c = batch.client[sel]
+    counts = torch.bincount(c, minlength=len(batch.users)).clamp_min(1)
+    return (losses / counts[c]).sum()
+
+
+def minibatch_ids(client: torch.Tensor, num_clients: int, batches: int, generator: torch.Generator) -> torch.Tensor:
+    """Split every client's examples, in a fresh random order, into `batches` near-equal local minibatches."""
+    noise = torch.rand(len(client), generator=generator)
+    order = torch.argsort(noise)
+    order = order[torch.argsort(client[order], stable=True)]
+    counts = torch.bincount(client, minlength=num_clients)
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(len(order)) - starts[client[order]]
+    return rank * batches // counts[client].clamp_min(1)
+
+
+def train_copies(model: Model, copies: Copies, batch: RoundBatch, pairs: Pairs, *, protocol: str, epochs: int,
+                 batches: int, lr: float, l2: float, generator: torch.Generator, optimizer: str = "adam",
+                 user_epochs: int = 0) -> float:
+    """Local training of all copies at once for `epochs` × `batches` steps; returns the mean last-epoch loss.
+
+    `adam`: each client minimises its mean loss with its own Adam (state reset every round).
+    `sgd`: plain SGD where each item row takes the summed gradient of its own examples (per-example SGD, as in
+    centralized MF) and the user row and dense tensors the client-mean gradient, so gradient magnitudes — small
+    for examples already scored well — survive, which a freshly reset Adam (≈ sign descent) discards.
+    `user_epochs` first fits the user row alone to the freshly downloaded (frozen) shared model, so that the private
+    row tracks the global item table rather than only the client's own drifting copies.
+    """
+    if user_epochs > 0:
+        frozen = Copies(copies.user, copies.item.detach(), {k: v.detach() for k, v in copies.dense.items()},
+                        copies.pooled)
+        frozen.user.requires_grad_(True)
+        user_opt = torch.optim.Adam([frozen.user], lr=lr, fused=True)
+        for _ in range(user_epochs):
+            ids = minibatch_ids(batch.client, len(batch.users), batches, generator)
+            for step in range(batches):
+                loss = client_mean_loss(model, frozen, batch, pairs, torch.nonzero(ids == step).flatten(), protocol,
+                                        l2)
+                user_opt.zero_grad(set_to_none=True)
+                loss.backward()
+                user_opt.step()
+    params = [t.requires_grad_(True) for t in copies.tensors()]
+    optimiser = torch.optim.Adam(params, lr=lr, fused=True) if optimizer == "adam" else None
+    num_clients = len(batch.users)
+    last = 0.0
+    for _ in range(epochs):
+        ids = minibatch_ids(batch.client, num_clients, batches, generator)
+        total = 0.0
+        for step in range(batches):
+            sel = torch.nonzero(ids == step).flatten()
+            if len(sel) == 0:
+                continue
+            loss = client_mean_loss(model, copies, batch, pairs, sel, protocol, l2)
+            if optimiser is not None:
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                optimiser.step()
+            else:
+                grads = torch.autograd.grad(loss, params)
+                counts = torch.bincount(batch.client[sel], minlength=num_clients).clamp_min(1).to(loss.dtype)
+                with torch.no_grad():
+                    for n, (t, g) in enumerate(zip(params, grads, strict=True)):
+                        # client-mean loss -> item rows scaled back to the per-example (summed) gradient
+                        scale = counts[pairs.client][:, None] if n == 1 else 1.0
+                        t.sub_(lr * g * scale)
+            total += float(loss.detach()) / num_clients
+        last = total / batches
+    for t in params:
+        t.requires_grad_(False)
+    return last
+
+
+__all__ = ["Copies", "Pairs", "RoundBatch", "client_mean_loss", "example_losses", "make_batch", "make_copies",
+           "make_pairs", "minibatch_ids", "train_copies"]

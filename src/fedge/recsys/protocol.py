@@ -1,0 +1,145 @@
+"""Evaluation protocols for recommendation, and the per-user data every client holds.
+
+* implicit feedback (He et al., "Neural Collaborative Filtering", WWW 2017): every interaction is a positive; each
+  user's latest interaction is held out and ranked among 99 items the user never interacted with; HR@10 and
+  NDCG@10 average over users. Training pairs each positive with 4 negatives sampled afresh every round.
+* explicit ratings: a seeded per-user random split (`test_fraction` of each user's ratings, at least one) is held
+  out; RMSE over all held-out ratings.
+
+Users are clients: `RecData` keeps each user's training interactions contiguous (CSR by user) so a round can pull
+the rows of any batch of users with one gather.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from fedge.data.movielens import Ratings
+from fedge.errors import DataError
+
+
+@dataclass
+class RecData:
+    """Training interactions grouped by user, plus the held-out evaluation data of one protocol."""
+
+    protocol: str
+    num_users: int
+    num_items: int
+    train_user: torch.Tensor  # [n] sorted
+    train_item: torch.Tensor  # [n]
+    train_target: torch.Tensor  # [n] float: 1.0 (implicit) or the rating (explicit)
+    user_ptr: torch.Tensor  # [U + 1] CSR offsets into train_*
+    seen_keys: torch.Tensor  # sorted user * I + item over *all* interactions (train and test)
+    eval_items: torch.Tensor | None = None  # implicit: [U, 1 + negatives], column 0 = held-out item
+    test_user: torch.Tensor | None = None  # explicit: held-out ratings
+    test_item: torch.Tensor | None = None
+    test_rating: torch.Tensor | None = None
+    rating_offset: float = 0.0  # explicit: midpoint of the rating scale, added to model outputs
+
+    def user_rows(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(client index into `users`, row index into train_*) for every training interaction of `users`."""
+        start, stop = self.user_ptr[users], self.user_ptr[users + 1]
+        counts = stop - start
+        client = torch.repeat_interleave(torch.arange(len(users)), counts)
+        offsets = torch.cumsum(counts, 0) - counts
+        rows = start[client] + torch.arange(int(counts.sum())) - offsets[client]
+        return client, rows
+
+
+def _csr(user: torch.Tensor, item: torch.Tensor, target: torch.Tensor, num_users: int):
+    order = torch.argsort(user * (item.max() + 1 if len(item) else 1) + item, stable=True)
+    user, item, target = user[order], item[order], target[order]
+    ptr = torch.zeros(num_users + 1, dtype=torch.int64)
+    ptr[1:] = torch.cumsum(torch.bincount(user, minlength=num_users), 0)
+    return user, item, target, ptr
+
+
+def build_implicit(ratings: Ratings, eval_negatives: int, generator: torch.Generator) -> RecData:
+    """Leave-latest-one-out split with `eval_negatives` sampled never-seen items per user (NCF protocol)."""
+    num_users, num_items = ratings.num_users, ratings.num_items
+    counts = torch.bincount(ratings.user, minlength=num_users)
+    if int(counts.min()) < 2:
+        raise DataError(f"{ratings.name}: every user needs at least 2 interactions for leave-one-out")
+    # Latest interaction per user: sort by (user, timestamp, row) and take the last row of each user.
+    n = len(ratings.user)
+    key = torch.argsort(ratings.timestamp, stable=True)
+    key = key[torch.argsort(ratings.user[key], stable=True)]
+    last = torch.cumsum(counts, 0) - 1
+    test_rows = key[last]
+    is_test = torch.zeros(n, dtype=torch.bool)
+    is_test[test_rows] = True
+    seen = torch.zeros(num_users, num_items, dtype=torch.bool)
+    seen[ratings.user, ratings.item] = True
+    never = (~seen).to(torch.float32)
+    if int(never.sum(1).min()) < eval_negatives:
+        raise DataError(f"{ratings.name}: a user has fewer than {eval_negatives} never-seen items to rank against")
+    negatives = torch.multinomial(never, eval_negatives, replacement=False, generator=generator)
+    eval_items = torch.cat([ratings.item[test_rows][:, None], negatives], dim=1)
+    tr = ~is_test
+    u, i, t, ptr = _csr(ratings.user[tr], ratings.item[tr], torch.ones(int(tr.sum())), num_users)
+    seen_keys = torch.sort(ratings.user * num_items + ratings.item).values
+    return RecData("implicit", num_users, num_items, u, i, t, ptr, seen_keys, eval_items=eval_items)
+
+
+def build_explicit(ratings: Ratings, test_fraction: float, generator: torch.Generator) -> RecData:
+    """Per-user random hold-out of `test_fraction` of each user's ratings (at least one, never all)."""
+    num_users, num_items = ratings.num_users, ratings.num_items
+    counts = torch.bincount(ratings.user, minlength=num_users)
+    if int(counts.min()) < 2:
+        raise DataError(f"{ratings.name}: every user needs at least 2 ratings for a per-user hold-out")
+    order = torch.randperm(len(ratings.user), generator=generator)
+    order = order[torch.argsort(ratings.user[order], stable=True)]
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(len(order)) - starts[ratings.user[order]]
+    n_test = torch.clamp((counts.to(torch.float64) * test_fraction).round().long(), 1, None)
+    n_test = torch.minimum(n_test, counts - 1)
+    is_test = rank < n_test[ratings.user]
+    tr = ~is_test
+    u, i, t, ptr = _csr(ratings.user[tr], ratings.item[tr], ratings.rating[tr], num_users)
+    seen_keys = torch.sort(ratings.user * num_items + ratings.item).values
+    lo, hi = float(ratings.rating.min()), float(ratings.rating.max())
+    return RecData("explicit", num_users, num_items, u, i, t, ptr, seen_keys, test_user=ratings.user[is_test],
+                   test_item=ratings.item[is_test], test_rating=ratings.rating[is_test], rating_offset=(lo + hi) / 2)
+
+
+def sample_negatives(data: RecData, users: torch.Tensor, generator: torch.Generator, tries: int = 50) -> torch.Tensor:
+    """Items drawn uniformly among those each user never interacted with; one draw per entry of `users`.
+
+    Rejection sampling against the sorted interaction keys: every round of redraws is one vectorised op.
+    """
+    items = torch.randint(0, data.num_items, (len(users),), generator=generator)
+    for _ in range(tries):
+        keys = users * data.num_items + items
+        pos = torch.searchsorted(data.seen_keys, keys).clamp_max(len(data.seen_keys) - 1)
+        bad = data.seen_keys[pos] == keys
+        if not bool(bad.any()):
+            return items
+        items[bad] = torch.randint(0, data.num_items, (int(bad.sum()),), generator=generator)
+    raise DataError("could not sample unseen negative items (a user has interacted with almost every item)")
+
+
+def rank_of_positive(scores: torch.Tensor) -> torch.Tensor:
+    """0-based rank of column 0 among each row; ties count against the positive (pessimistic)."""
+    return (scores[:, 1:] >= scores[:, :1]).sum(dim=1)
+
+
+def hit_ndcg(scores: torch.Tensor, k: int = 10) -> tuple[float, float]:
+    """HR@k and NDCG@k for rows whose column 0 is the single relevant item (He et al. 2017).
+
+    HR@k = mean[rank < k]; NDCG@k = mean[rank < k] / log2(rank + 2), with rank 0-based.
+    """
+    rank = rank_of_positive(scores).to(torch.float64)
+    hit = rank < k
+    ndcg = torch.where(hit, 1.0 / torch.log2(rank + 2.0), torch.zeros_like(rank))
+    return float(hit.to(torch.float64).mean()), float(ndcg.mean())
+
+
+def rmse(predicted: torch.Tensor, target: torch.Tensor) -> float:
+    return math.sqrt(float(((predicted.to(torch.float64) - target.to(torch.float64)) ** 2).mean()))
+
+
+__all__ = ["RecData", "build_explicit", "build_implicit", "hit_ndcg", "rank_of_positive", "rmse", "sample_negatives"]

@@ -1,0 +1,53 @@
+"""Fixtures for the recsys tests: small hand-built MovieLens-like data (nothing is downloaded)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fedge.config import build
+from fedge.data.movielens import Ratings
+from fedge.recsys.config import RecsysConfig
+
+
+def make_ratings(num_users: int = 12, num_items: int = 40, seed: int = 0) -> Ratings:
+    """Each user rates 6-10 distinct items, ratings 1-5, increasing timestamps."""
+    rng = np.random.default_rng(seed)
+    users, items, ratings, stamps = [], [], [], []
+    for u in range(num_users):
+        chosen = rng.choice(num_items, size=int(rng.integers(6, 11)), replace=False)
+        for t, i in enumerate(chosen):
+            users.append(u)
+            items.append(int(i))
+            ratings.append(float(rng.integers(1, 6)))
+            stamps.append(1000 * u + t)
+    return Ratings("tiny", torch.tensor(users), torch.tensor(items), torch.tensor(ratings),
+                   torch.tensor(stamps), np.arange(100, 100 + num_users), np.arange(500, 500 + num_items))
+
+
+def _tiny_config(tmp_path: Path, **overrides: object) -> RecsysConfig:
+    mapping: dict = {"out_dir": str(tmp_path / "run"), "progress": False, "data": {"eval_negatives": 20},
+                     "model": {"dim": 4, "layers": [8, 4]}, "train": {"rounds": 2, "local_batches": 2},
+                     "decentralized": {"num_edges": 3, "neighbours": 1}}
+    for key, value in overrides.items():
+        section, _, name = key.partition("__")
+        if name:
+            mapping.setdefault(section, {})[name] = value
+        else:
+            mapping[section] = value
+    return build(RecsysConfig, mapping)
+
+
+@pytest.fixture
+def tiny() -> Ratings:
+    return make_ratings()
+
+
+@pytest.fixture
+def tiny_config() -> Callable[..., RecsysConfig]:
+    """Config builder: tiny_config(tmp_path, section__key=value, ...)."""
+    return _tiny_config

@@ -1,0 +1,102 @@
+"""Item averaging counts only contributing clients; bytes are the codec's; batching equals per-user training."""
+
+from __future__ import annotations
+
+import torch
+
+from fedge.core.aggregation import masked_average
+from fedge.recsys.algorithms import ALGORITHMS
+from fedge.recsys.algorithms.base import Context
+from fedge.recsys.local import make_batch, make_copies, make_pairs, train_copies
+from fedge.recsys.runner import prepare
+from fedge.recsys.wire import Uploads, aggregate
+
+
+def hand_uploads(mode: str) -> Uploads:
+    # 3 clients, 3 items, item rows of width 2, one dense scalar per client.
+    pair_client = torch.tensor([0, 1, 2])
+    pair_item = torch.tensor([0, 0, 1])
+    item_delta = torch.tensor([[1.0, 10.0], [3.0, 30.0], [5.0, 50.0]])
+    dense = {"mu": torch.tensor([[1.0], [2.0], [6.0]])}
+    return Uploads(3, 3, pair_client, pair_item, item_delta, dense, mode=mode)
+
+
+def test_item_average_counts_only_contributing_clients() -> None:
+    for via_wire in (True, False):
+        item_mean, item_count, dense, sent = aggregate(hand_uploads("interacted"), via_wire=via_wire)
+        # item 0: clients 0 and 1 -> (1 + 3) / 2; item 1: client 2 alone -> 5; item 2: nobody -> 0.
+        assert torch.allclose(item_mean, torch.tensor([[2.0, 20.0], [5.0, 50.0], [0.0, 0.0]]))
+        assert item_count.tolist() == [2.0, 1.0, 0.0]
+        assert torch.allclose(dense["mu"], torch.tensor([3.0]))
+        assert sent == sum(len(p) for p in hand_uploads("interacted").payloads())
+
+
+def test_full_catalogue_mode_averages_over_all_clients() -> None:
+    uploads = hand_uploads("full")
+    payloads = uploads.payloads()
+    assert len({len(p) for p in payloads}) == 1  # same size for everyone: the touched set is not visible
+    for via_wire in (True, False):
+        item_mean, item_count, _, sent = aggregate(uploads, via_wire=via_wire)
+        assert torch.allclose(item_mean[:, 0], torch.tensor([4.0 / 3, 5.0 / 3, 0.0]))
+        assert item_count.tolist() == [3.0, 3.0, 3.0]
+        assert sent == sum(len(p) for p in payloads)
+    assert sum(len(p) for p in payloads) > sum(len(p) for p in hand_uploads("interacted").payloads())
+
+
+def test_scatter_path_equals_masked_average_on_payload_blocks(tiny, tiny_config, tmp_path) -> None:
+    cfg = tiny_config(tmp_path)
+    _, data = prepare(cfg, tiny)
+    algo = ALGORITHMS["fedmf"](Context(cfg, data))
+    state = algo.init_state(torch.Generator().manual_seed(0))
+    uploads = algo.client_round(state, torch.arange(data.num_users), torch.Generator().manual_seed(1))
+    values, mask = uploads.dense_block(0, uploads.num_clients)
+    reference, _ = masked_average(values, mask)
+    item_mean, _, dense, sent = aggregate(uploads, via_wire=False)
+    width = uploads.item_dim
+    assert torch.allclose(item_mean.reshape(-1), reference[: data.num_items * width], atol=1e-6)
+    assert torch.allclose(dense["mu"], reference[-1:], atol=1e-6)
+    assert sent == sum(len(p) for p in uploads.payloads())
+
+
+def test_server_leaves_untouched_items_alone(tiny, tiny_config, tmp_path) -> None:
+    cfg = tiny_config(tmp_path)
+    _, data = prepare(cfg, tiny)
+    algo = ALGORITHMS["fedmf"](Context(cfg, data))
+    state = algo.init_state(torch.Generator().manual_seed(0))
+    before = state.shared["item"].clone()
+    users = torch.tensor([0, 1])
+    uploads = algo.client_round(state, users, torch.Generator().manual_seed(1))
+    algo.server_aggregate(state, uploads)
+    touched = torch.zeros(data.num_items, dtype=torch.bool)
+    touched[uploads.pair_item] = True
+    assert torch.equal(state.shared["item"][~touched], before[~touched])
+    assert not torch.equal(state.shared["item"][touched], before[touched])
+
+
+def test_batched_local_training_equals_training_each_user_alone(tiny, tiny_config, tmp_path) -> None:
+    cfg = tiny_config(tmp_path)
+    _, data = prepare(cfg, tiny)
+    for kind in ("mf", "neumf"):
+        model = Context(cfg, data).model(kind)
+        gen = torch.Generator().manual_seed(0)
+        shared, user_rows = model.init_shared(data.num_items, gen), model.init_user(data.num_users, gen)
+        users = torch.tensor([2, 5, 7])
+        batch = make_batch(data, users, 4, torch.Generator().manual_seed(3))
+
+        def train(sel: torch.Tensor, batch=batch, model=model, shared=shared, user_rows=user_rows):
+            keep = torch.isin(batch.client, sel)
+            sub = type(batch)(batch.users[sel], torch.searchsorted(sel, batch.client[keep]), batch.item[keep],
+                              batch.target[keep])
+            pairs = make_pairs(sub.client, sub.item, data.num_items)
+            copies = make_copies(user_rows[sub.users], shared, pairs)
+            train_copies(model, copies, sub, pairs, protocol="implicit", epochs=3, batches=1, lr=0.05, l2=0.0,
+                         generator=torch.Generator().manual_seed(0))
+            return copies, pairs
+
+        together, pairs = train(torch.arange(3))
+        for b in range(3):
+            alone, _ = train(torch.tensor([b]))
+            assert torch.allclose(together.user[b], alone.user[0], atol=1e-5)
+            assert torch.allclose(together.item[pairs.client == b], alone.item, atol=1e-5)
+            for name, t in together.dense.items():
+                assert torch.allclose(t[b], alone.dense[name][0], atol=1e-5)
