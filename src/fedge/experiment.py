@@ -110,6 +110,89 @@ class BandwidthClass:
 
 
 @dataclass
+class ServerConfig:
+    """Client-server aggregation (fedavg, hfl): FedAvg client sampling and weighting (McMahan et al. 2017)."""
+
+    sample_fraction: float = 1.0  # C: fraction of the online devices the server samples to train each round
+    weighting: Literal["data_size", "uniform"] = "data_size"  # w_i = |D_i| (FedAvg) or 1
+
+    def validate(self) -> None:
+        check(0 < self.sample_fraction <= 1, f"server.sample_fraction: {self.sample_fraction} is not in (0, 1]")
+
+
+@dataclass
+class HierarchyConfig:
+    """hfl (HierFAVG, Liu et al. ICC 2020): κ1 = train.epochs local epochs per edge aggregation, κ2 edge
+    aggregations per cloud aggregation, `clusters` edge servers (cluster leaders)."""
+
+    clusters: int = 4
+    kappa2: int = 2
+    clustering: Literal["proximity", "assignment", "similarity"] = "proximity"
+    assignment: list[int] = field(default_factory=list)  # cluster of each device when clustering: assignment
+    reattach: Literal["nearest", "cloud"] = "nearest"  # where devices of a failed leader go for that round
+
+    def validate(self) -> None:
+        check(self.clusters >= 1, f"hierarchy.clusters: must be >= 1, got {self.clusters}")
+        check(self.kappa2 >= 1, f"hierarchy.kappa2: must be >= 1, got {self.kappa2}")
+        bad = [c for c in self.assignment if not 0 <= c < self.clusters]
+        check(not bad, f"hierarchy.assignment: cluster {bad[0] if bad else ''} is not in [0, {self.clusters})")
+
+
+@dataclass
+class FaultConfig:
+    """Seeded device and leader faults (fedge.runtimes.faults); all zero = no faults."""
+
+    device_failure: float = 0.0  # per round, each live device misses the round with this probability
+    exit_fraction: float = 0.0  # fraction of devices that leave for good, each at a uniformly drawn round
+    late_join_fraction: float = 0.0  # fraction of devices that join late, each at a uniformly drawn round
+    leader_failure: float = 0.0  # per round, each cluster leader (hfl edge server) is down with this probability
+
+    def validate(self) -> None:
+        for name in ("device_failure", "exit_fraction", "late_join_fraction", "leader_failure"):
+            value = getattr(self, name)
+            check(0 <= value < 1, f"faults.{name}: {value} is not in [0, 1)")
+
+
+@dataclass
+class LinkClass:
+    """A class of devices sharing compute speed and link bandwidth (latency model)."""
+
+    fraction: float
+    samples_per_second: float = 2000.0  # local training throughput (samples × epochs per second)
+    uplink_mbps: float = 10.0
+    downlink_mbps: float = 50.0
+
+    def validate(self) -> None:
+        check(0 < self.fraction <= 1, f"fraction: {self.fraction} is not in (0, 1]")
+        check(self.samples_per_second > 0 and self.uplink_mbps > 0 and self.downlink_mbps > 0,
+              "samples_per_second/uplink_mbps/downlink_mbps must be > 0")
+
+
+@dataclass
+class LatencyConfig:
+    """Simulated wall-clock time (fedge.runtimes.latency); off by default."""
+
+    enabled: bool = False
+    classes: list[LinkClass] = field(default_factory=lambda: [LinkClass(fraction=1.0)])
+    straggler_probability: float = 0.0  # per round, a participant is slowed by `straggler_slowdown`
+    straggler_slowdown: float = 5.0
+    deadline_s: float = 0.0  # > 0: participants not done by then are dropped from the round
+    backhaul_mbps: float = 100.0  # edge/cloud link shared by all traffic to the cloud
+    backhaul_rtt_s: float = 0.05  # added once per round that uses the backhaul
+
+    def validate(self) -> None:
+        check(len(self.classes) >= 1, "latency.classes: give at least one class")
+        total = sum(c.fraction for c in self.classes)
+        check(abs(total - 1.0) < 1e-6, f"latency.classes: fractions sum to {total:g}, not 1")
+        check(0 <= self.straggler_probability < 1, f"latency.straggler_probability: {self.straggler_probability}"
+              " is not in [0, 1)")
+        check(self.straggler_slowdown >= 1, f"latency.straggler_slowdown: must be >= 1, got "
+              f"{self.straggler_slowdown}")
+        check(self.deadline_s >= 0, f"latency.deadline_s: must be >= 0, got {self.deadline_s}")
+        check(self.backhaul_mbps > 0 and self.backhaul_rtt_s >= 0, "latency.backhaul_mbps must be > 0, rtt >= 0")
+
+
+@dataclass
 class ExperimentConfig:
     algorithms: list[str] = field(default_factory=lambda: ["dpmn", "dfl"])
     rounds: int = 30
@@ -123,6 +206,10 @@ class ExperimentConfig:
     neighbours: NeighbourConfig = field(default_factory=NeighbourConfig)
     regularizer: RegularizerConfig = field(default_factory=RegularizerConfig)
     bandwidth_classes: list[BandwidthClass] = field(default_factory=list)
+    server: ServerConfig = field(default_factory=ServerConfig)
+    hierarchy: HierarchyConfig = field(default_factory=HierarchyConfig)
+    faults: FaultConfig = field(default_factory=FaultConfig)
+    latency: LatencyConfig = field(default_factory=LatencyConfig)
 
     def validate(self) -> None:
         from fedge.algorithms import ALGORITHMS
@@ -136,3 +223,7 @@ class ExperimentConfig:
         if self.bandwidth_classes:
             total = sum(c.fraction for c in self.bandwidth_classes)
             check(abs(total - 1.0) < 1e-6, f"bandwidth_classes: fractions sum to {total:g}, not 1")
+        if self.hierarchy.clustering == "assignment":
+            check(len(self.hierarchy.assignment) == self.data.devices,
+                  f"hierarchy.assignment: has {len(self.hierarchy.assignment)} entries, need one per device "
+                  f"({self.data.devices})")

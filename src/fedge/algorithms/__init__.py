@@ -9,9 +9,10 @@ from fedge.algorithms.dpmn import DPMN
 from fedge.algorithms.dpmn_r import DPMNR
 from fedge.algorithms.dpmp import DPMP
 from fedge.algorithms.fedavg import FedAvg
+from fedge.algorithms.hfl import HFL
 from fedge.algorithms.local import Local
 
-ALGORITHMS: dict[str, type] = {cls.name: cls for cls in (DPMN, DFL, DPMP, DPCG, DPMNR, Local, FedAvg)}
+ALGORITHMS: dict[str, type] = {cls.name: cls for cls in (DPMN, DFL, DPMP, DPCG, DPMNR, Local, FedAvg, HFL)}
 
 
 def create(name: str) -> Algorithm:

@@ -24,3 +24,5 @@ class RunContext:
     data_sizes: torch.Tensor  # [N] training samples per device
     val_sizes: torch.Tensor  # [N] local validation samples per device
     generator: torch.Generator
+    coordinates: torch.Tensor | None = None  # [N, 2] device positions in the unit square (latency/proximity)
+    edge_coordinates: torch.Tensor | None = None  # [K, 2] edge-server (cluster leader) positions

@@ -27,8 +27,15 @@ class FederationState:
     last_val_accuracy: torch.Tensor  # [N] float: local validation accuracy after the previous round (-1 = none)
     alive: torch.Tensor  # [N] bool: devices still in the federation
     momentum: torch.Tensor | None = None  # [N, d] SGD momentum buffers when momentum > 0
+    members: torch.Tensor | None = None  # [N] bool: in the federation this round; while a round runs `alive` is
+    #                                       narrowed to its participants (online, sampled), `members` keeps everyone
+    cluster: torch.Tensor | None = None  # [N] long: home cluster (edge server) of each device (hfl); None = not yet
+    leader_up: torch.Tensor | None = None  # [K] bool: cluster leaders reachable this round (set by the fault model)
     round: int = 0
     bytes_total: int = 0
+    bytes_edge_total: int = 0  # device ↔ edge-server bytes (hfl)
+    bytes_backhaul_total: int = 0  # bytes crossing the backhaul to the cloud (fedavg uploads/downloads, hfl edge↔cloud)
+    time_total: float = 0.0  # simulated wall-clock seconds (latency model; 0 when it is off)
 
     @staticmethod
     def create(initial: torch.Tensor, num_devices: int, momentum: bool = False) -> FederationState:

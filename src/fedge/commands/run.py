@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override any config key, e.g. --set regularizer.lam=2 (repeatable)")
     parser.add_argument("--algorithm", action="append", metavar="NAME",
-                        help="algorithm(s) to run: dpmn, dfl, dpmp, dpcg, dpmn-r, local, fedavg (repeatable or "
+                        help="algorithm(s) to run: dpmn, dfl, dpmp, dpcg, dpmn-r, local, fedavg, hfl (repeatable or "
                              "comma-separated)")
     parser.add_argument("--dataset", help="digits, synthetic, mnist, fmnist, emnist, cifar10, imagenet")
     parser.add_argument("--data-dir", help="folder holding the dataset's files")
@@ -37,6 +37,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, help="random seed")
     parser.add_argument("--out", help="output folder (default runs/latest)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--checkpoint-every", type=int, metavar="K",
+                        help="write OUT/<algorithm>/checkpoint.pt every K rounds (and after the last)")
+    parser.add_argument("--resume", metavar="DIR",
+                        help="continue the run in DIR from its checkpoints (with no config flags: the config "
+                             "stored in them; with flags: they must give the same config)")
 
 
 def resolve_config(args: argparse.Namespace) -> ExperimentConfig:
@@ -52,11 +57,47 @@ def resolve_config(args: argparse.Namespace) -> ExperimentConfig:
     return build(ExperimentConfig, raw)
 
 
+def _has_config_flags(args: argparse.Namespace) -> bool:
+    return bool(args.config or args.overrides or args.algorithm) or any(
+        getattr(args, flag, None) is not None for flag in FLAG_KEYS if flag != "out")
+
+
+def resume_config(args: argparse.Namespace) -> tuple[ExperimentConfig, int]:
+    """The config and checkpoint interval for `--resume DIR`, every checkpoint in DIR verified before anything runs."""
+    from fedge.runtimes import checkpoint
+
+    folder = Path(args.resume)
+    if not folder.is_dir():
+        raise ConfigError(f"--resume: {folder} is not a folder")
+    if args.out is not None and Path(args.out) != folder:
+        raise ConfigError(f"--resume {folder} and --out {args.out} disagree; give one of them")
+    found = sorted(folder.glob(f"*/{checkpoint.FILENAME}"))
+    if _has_config_flags(args):
+        config = resolve_config(args)
+    elif found:
+        raw = checkpoint.load(found[0]).config
+        config = build(ExperimentConfig, raw)
+    else:
+        raise ConfigError(f"--resume: no checkpoint in {folder} (was it run with --checkpoint-every?)")
+    config.out = str(folder)
+    every = 0
+    for name in config.algorithms:
+        path = folder / name / checkpoint.FILENAME
+        if path.exists():
+            every = max(every, checkpoint.load(path, config, name).checkpoint_every)
+    return config, args.checkpoint_every if args.checkpoint_every is not None else every
+
+
 def main(args: argparse.Namespace) -> int:
     from fedge.runtimes.setup import prepare
     from fedge.runtimes.simulator import simulate
 
-    config = resolve_config(args)
+    if args.checkpoint_every is not None and args.checkpoint_every < 0:
+        raise ConfigError(f"--checkpoint-every: must be >= 0, got {args.checkpoint_every}")
+    if args.resume:
+        config, checkpoint_every = resume_config(args)
+    else:
+        config, checkpoint_every = resolve_config(args), args.checkpoint_every or 0
     out = Path(config.out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"out: {out} exists and is not a folder")
@@ -71,11 +112,14 @@ def main(args: argparse.Namespace) -> int:
                 acc = metrics.get("accuracy_mean")
                 adv(status=f"{name} acc={acc:.3f}" if isinstance(acc, float) else name)
 
-            summary = simulate(config, name, out / name, setup=setup, on_round=on_round)
+            summary = simulate(config, name, out / name, setup=setup, on_round=on_round,
+                               checkpoint_every=checkpoint_every, resume=bool(args.resume))
             results.append({k: v for k, v in summary.items() if not k.startswith("_")})
     atomic_write_json(out / "comparison.json", {"results": [{k: v for k, v in r.items() if k != "config"}
                                                             for r in results]})
     reference = next((r for r in results if r["algorithm"] == "dfl"), None)
+    tiers = any(r.get("bytes_backhaul_total") or r.get("bytes_edge_total") for r in results)
+    timed = config.latency.enabled
     rows = []
     for r in results:
         mb = r["bytes_total"] / 1e6
@@ -84,8 +128,16 @@ def main(args: argparse.Namespace) -> int:
         rows.append([r["algorithm"], f"{100 * r['accuracy_mean']:.2f}", f"{100 * r['accuracy_p10']:.2f}",
                      f"{mb:.2f}", saving, f"{r['neighbours_mean']:.2f}", f"{r['density_mean']:.3f}",
                      f"{r['seconds']:.1f}"])
+        if tiers:
+            rows[-1][4:4] = [f"{r['bytes_backhaul_total'] / 1e6:.2f}", f"{r['bytes_edge_total'] / 1e6:.2f}"]
+        if timed:
+            rows[-1].insert(-1, f"{r['time_total']:.1f}")
+    columns = ["algorithm", "accuracy %", "p10 accuracy %", "MB sent", "saving vs dfl", "neighbours", "density",
+               "seconds"]
+    if tiers:
+        columns[4:4] = ["backhaul MB", "edge MB"]
+    if timed:
+        columns.insert(-1, "simulated s")
     print_table(f"Personalized accuracy after {config.rounds} rounds ({config.data.dataset}, "
-                f"{config.data.devices} devices, {config.data.partition})",
-                ["algorithm", "accuracy %", "p10 accuracy %", "MB sent", "saving vs dfl", "neighbours",
-                 "density", "seconds"], rows)
+                f"{config.data.devices} devices, {config.data.partition})", columns, rows)
     return 0
