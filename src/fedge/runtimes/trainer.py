@@ -13,7 +13,9 @@ gradient and, being zero, stay exactly zero), optional momentum, then x â† x âˆ
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -26,25 +28,37 @@ from fedge.models.flat import FlatModel
 Penalty = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def batch_plan(sizes: list[int], epochs: int, batch_size: int, generator: torch.Generator) -> torch.Tensor:
-    """[M, S, B] local sample indices of each device's minibatches for one round, -1 where padded.
+@dataclass
+class BatchPlan:
+    """Every device's minibatches of one round, ragged: no padding to the longest device.
 
-    Device i gets `epochs` shuffled passes over its n_i samples in batches of B; devices with fewer steps than the
-    longest are padded with empty (all -1) steps.
+    `batches` [total steps, B] holds local sample indices (-1 pads a device's last, short batch of an epoch);
+    device i's steps are rows `start[i] : start[i] + steps[i]`. (A padded [M, S_max, B] tensor does not fit with
+    heavy-tailed sizes: at 10,000 Synthetic devices it would take 28 GB.)
     """
+
+    batches: torch.Tensor
+    start: torch.Tensor
+    steps: torch.Tensor
+
+    def device(self, row: int) -> torch.Tensor:
+        first = int(self.start[row])
+        return self.batches[first:first + int(self.steps[row])]
+
+
+def batch_plan(sizes: list[int], epochs: int, batch_size: int, generator: torch.Generator) -> BatchPlan:
+    """Device i gets `epochs` shuffled passes over its n_i samples in batches of B (one randperm per epoch, in the
+    order of `sizes`)."""
     plans = []
     for n in sizes:
-        steps = []
         for _ in range(epochs):
             order = torch.randperm(n, generator=generator)
             pad = (-n) % batch_size
-            steps.append(torch.cat([order, torch.full((pad,), -1, dtype=torch.long)]).view(-1, batch_size))
-        plans.append(torch.cat(steps))
-    longest = max(p.shape[0] for p in plans)
-    out = torch.full((len(sizes), longest, batch_size), -1, dtype=torch.long)
-    for i, plan in enumerate(plans):
-        out[i, : plan.shape[0]] = plan
-    return out
+            plans.append(torch.cat([order, torch.full((pad,), -1, dtype=torch.long)]).view(-1, batch_size))
+    steps = torch.tensor([epochs * -(-n // batch_size) for n in sizes], dtype=torch.long)
+    start = torch.cumsum(steps, 0) - steps
+    batches = torch.cat(plans) if plans else torch.empty(0, batch_size, dtype=torch.long)
+    return BatchPlan(batches, start, steps)
 
 
 class _Stacked:
@@ -117,92 +131,143 @@ class _Base:
 
 
 class SequentialTrainer(_Base):
-    """One device at a time: the reference implementation, and the fast one for large models."""
+    """One device at a time: the reference implementation, and the fast one for large models.
+
+    The module is copied once and its parameters are re-pointed at one flat working buffer (and their gradients at
+    one flat gradient buffer), so each step is a plain `module(x)` forward/backward, as in a hand-written PyTorch
+    loop, followed by one SGD update on the flat vector: no per-step `functional_call` re-parametrisation.
+    """
+
+    def __init__(self, model: FlatModel, devices: list[DeviceData], cfg: TrainConfig) -> None:
+        super().__init__(model, devices, cfg)
+        self.module = copy.deepcopy(model.module)
+        self.work = torch.zeros(model.dim)
+        self.grad = torch.zeros(model.dim)
+        for s, p in zip(model.slices, self.module.parameters()):
+            p.data = self.work[s.start:s.stop].view(s.shape)
+            p.requires_grad_(True)
+            p.grad = self.grad[s.start:s.stop].view(s.shape)
+
+    def _step(self, x: torch.Tensor, grad: torch.Tensor, keep: torch.Tensor | None, ids: torch.Tensor,
+              penalty: Penalty | None, buf: torch.Tensor | None) -> None:
+        """`_apply` for one device, in place on the flat vectors (keep None: nothing pruned)."""
+        if penalty is not None:
+            grad = grad + penalty(x[None], ids)[0]
+        if self.cfg.weight_decay:
+            grad = grad + self.cfg.weight_decay * x
+        if keep is not None:
+            grad = grad * keep
+        if buf is not None:
+            buf.mul_(self.cfg.momentum).add_(grad)
+            grad = buf
+        x.sub_(self.cfg.lr * grad)
 
     def train_all(self, bank: torch.Tensor, masks: torch.Tensor, momentum: torch.Tensor | None,
                   devices: torch.Tensor, penalty: Penalty | None, generator: torch.Generator) -> torch.Tensor:
         plan = batch_plan([self.train_data.sizes[i] for i in devices.tolist()], self.cfg.epochs,
                           self.cfg.batch_size, generator)
         losses = torch.zeros(len(devices))
+        data, offsets = self.train_data, self.train_data.offsets.tolist()
         for row, device in enumerate(devices.tolist()):
-            x = bank[device].clone()
-            keep = masks[device].to(x.dtype)
+            self.work.copy_(bank[device])
+            keep = masks[device]
+            dense = bool(keep.all())
+            keep = keep.to(self.work.dtype)
             ids = torch.tensor([device])
+            buf = momentum[device].clone() if momentum is not None else None
             total, steps = 0.0, 0
-            for local in plan[row]:
+            for local in plan.device(row):
                 local = local[local >= 0]
-                if len(local) == 0:
-                    continue
-                xb, yb, _ = self.train_data.gather(ids, local[None, :])
-                x.requires_grad_(True)
-                loss = self._loss(x, xb[0], yb[0], torch.ones(len(local)))
-                (grad,) = torch.autograd.grad(loss, x)
+                index = local + offsets[device]
+                self.grad.zero_()
+                loss = F.cross_entropy(self.module(data.x[index]), data.y[index])
+                loss.backward()
                 with torch.no_grad():
-                    buf = momentum[device][None] if momentum is not None else None
-                    new, buf = self._apply(x.detach()[None], grad[None], keep[None], ids, penalty, buf)
-                    x = new[0]
-                    if momentum is not None and buf is not None:
-                        momentum[device] = buf[0]
+                    self._step(self.work, self.grad, None if dense else keep, ids, penalty, buf)
                 total += float(loss.detach())
                 steps += 1
-            bank[device] = x.detach()
+            bank[device] = self.work
+            if momentum is not None and buf is not None:
+                momentum[device] = buf
             losses[row] = total / max(steps, 1)
         return losses
 
 
 class BatchedTrainer(_Base):
-    """Many devices in lockstep through `vmap(grad)` over the stacked bank (chunks of `chunk` devices)."""
+    """Many devices in lockstep through `vmap(grad)` over the stacked bank.
 
-    def __init__(self, model: FlatModel, devices: list[DeviceData], cfg: TrainConfig, chunk: int = 1024) -> None:
+    Devices are ordered by their number of local steps (longest first) before being cut into chunks of `chunk`
+    devices, so a chunk holds devices of similar size (Synthetic's sizes are heavy-tailed: unsorted, one large
+    device makes its whole chunk wait) and the devices still training at step s are always a prefix of the chunk,
+    taken by slicing instead of gathering. The order changes nothing in the result: each device's minibatches come
+    from `batch_plan` in the caller's order.
+    """
+
+    def __init__(self, model: FlatModel, devices: list[DeviceData], cfg: TrainConfig, chunk: int = 0) -> None:
         super().__init__(model, devices, cfg)
-        self.chunk = chunk
+        self.chunk = chunk or default_chunk(model)
         self._grad = vmap(grad_and_value(self._loss))
 
     def train_all(self, bank: torch.Tensor, masks: torch.Tensor, momentum: torch.Tensor | None,
                   devices: torch.Tensor, penalty: Penalty | None, generator: torch.Generator) -> torch.Tensor:
         plan = batch_plan([self.train_data.sizes[i] for i in devices.tolist()], self.cfg.epochs,
                           self.cfg.batch_size, generator)
+        step_counts = plan.steps
+        order = torch.sort(step_counts, descending=True, stable=True).indices
         losses = torch.zeros(len(devices))
         for start in range(0, len(devices), self.chunk):
-            rows = torch.arange(start, min(start + self.chunk, len(devices)))
+            rows = order[start:start + self.chunk]
             ids = devices[rows]
+            counts = step_counts[rows].tolist()
+            first_step = plan.start[rows]
             x = bank[ids].clone()
             keep = masks[ids].to(x.dtype)
             buf = momentum[ids].clone() if momentum is not None else None
-            total, steps = torch.zeros(len(ids)), torch.zeros(len(ids))
-            for step in range(plan.shape[1]):
-                local = plan[rows, step]
-                active = (local >= 0).any(dim=1)
-                sub = active.nonzero().flatten()
-                if len(sub) == 0:
-                    continue
-                full = len(sub) == len(ids)  # devices whose batches ran out sit the step out (no padded work)
-                xb, yb, valid = self.train_data.gather(ids[sub], local[sub])
-                params = x if full else x[sub]
-                grad, loss = self._grad(params, xb, yb, valid.to(x.dtype))
+            total = torch.zeros(len(ids))
+            active = len(ids)
+            for step in range(counts[0] if counts else 0):
+                while active > 0 and counts[active - 1] <= step:
+                    active -= 1  # sorted: the devices still training are the first `active` rows
+                local = plan.batches[first_step[:active] + step]
+                xb, yb, valid = self.train_data.gather(ids[:active], local)
+                grad, loss = self._grad(x[:active], xb, yb, valid.to(x.dtype))
                 with torch.no_grad():
-                    new, new_buf = self._apply(params, grad, keep if full else keep[sub], ids[sub], penalty,
-                                               None if buf is None else (buf if full else buf[sub]))
-                    if full:
+                    new, new_buf = self._apply(x[:active], grad, keep[:active], ids[:active], penalty,
+                                               None if buf is None else buf[:active])
+                    if active == len(ids):
                         x = new
                         buf = new_buf
                     else:
-                        x[sub] = new
+                        x[:active] = new
                         if buf is not None and new_buf is not None:
-                            buf[sub] = new_buf
-                total[sub] += loss.detach()
-                steps[sub] += 1
+                            buf[:active] = new_buf
+                total[:active] += loss.detach()
             bank[ids] = x
             if momentum is not None and buf is not None:
                 momentum[ids] = buf
-            losses[rows] = total / steps.clamp_min(1)
+            losses[rows] = total / step_counts[rows].clamp_min(1).to(total.dtype)
         return losses
 
 
+def default_chunk(model: FlatModel) -> int:
+    """Devices per vmap chunk: about 64 MB of parameters per chunk (1024 at most, 16 at least)."""
+    return max(16, min(1024, (64 << 20) // (4 * model.dim)))
+
+
+def choose_batched(model: FlatModel, cfg: TrainConfig) -> bool:
+    """`batched: auto` -> batch devices with vmap when the model is small (under 200k parameters) and has no
+    convolutions. Measured in benchmarks/ (docs/performance.md): vmap turns a batch of convolutions into one grouped
+    convolution, which PyTorch's CPU kernels run slower than the separate ones, so LeNet-5 trains faster device by
+    device; dense layers become batched matrix products, which is where batching pays (MLP: 3-5x)."""
+    convolutional = any(len(s.shape) > 2 for s in model.slices)
+    return cfg.batched == "on" or (cfg.batched == "auto" and model.dim < 200_000 and not convolutional)
+
+
 def make_trainer(model: FlatModel, devices: list[DeviceData], cfg: TrainConfig) -> SequentialTrainer | BatchedTrainer:
-    """`batched: auto` picks vmap batching for models under 200k parameters (measured in benchmarks/)."""
+    """The trainer `cfg.batched` asks for (see `choose_batched`); sets torch's intra-op threads (`train.threads`,
+    0 = one thread for models under 200k parameters, where more threads only add synchronisation)."""
     small = model.dim < 200_000
     if cfg.threads or small:
         torch.set_num_threads(cfg.threads or 1)
-    batched = cfg.batched == "on" or (cfg.batched == "auto" and small)
+    batched = choose_batched(model, cfg)
     return BatchedTrainer(model, devices, cfg) if batched else SequentialTrainer(model, devices, cfg)
