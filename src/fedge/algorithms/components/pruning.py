@@ -33,12 +33,16 @@ class AdaptivePruner:
         old_density = scheduled_density(ctx.target_density, state.prune_progress, cfg.ramp_rounds)
         progress = (state.prune_progress + step).clamp(0, max(cfg.ramp_rounds, 0))
         new_density = scheduled_density(ctx.target_density, progress, cfg.ramp_rounds)
-        masks = magnitude_mask(state.bank, ctx.layer_groups, torch.minimum(old_density, new_density),
-                               current=state.masks)
-        masks = regrow(masks, ctx.layer_groups, new_density, ctx.generator)
-        masks = torch.where(active[:, None], masks, state.masks)
-        state.mask_version = state.mask_version + (masks != state.masks).any(dim=1).long()
-        state.masks = masks
-        state.bank = state.bank * state.masks
+        # Only devices whose scheduled density moves are re-pruned: at an unchanged density the magnitude rule over
+        # the currently kept coordinates returns the current mask, so sorting those rows again is wasted work.
+        rows = torch.nonzero(active & (new_density != old_density)).flatten()
+        if len(rows):
+            changed = magnitude_mask(state.bank[rows], ctx.layer_groups,
+                                     torch.minimum(old_density, new_density)[rows], current=state.masks[rows])
+            changed = regrow(changed, ctx.layer_groups, new_density[rows], ctx.generator)
+            state.mask_version[rows] += (changed != state.masks[rows]).any(dim=1).long()
+            state.masks = state.masks.clone()
+            state.masks[rows] = changed
+            state.bank = state.bank * state.masks
         state.prune_progress = progress
         state.last_val_accuracy = torch.where(active, val_accuracy, previous)
