@@ -46,6 +46,12 @@ class TrainConfig:
     local_optimizer: Literal["adam", "sgd"] = "adam"
     l2: float = 0.0
     server_lr: float = 1.0  # step applied to the averaged item/dense deltas
+    # FedOpt (Reddi et al. 2021) on the averaged deltas: sgd (+momentum = FedAvgM), adagrad, adam, yogi
+    server_optimizer: Literal["sgd", "adagrad", "adam", "yogi"] = "sgd"
+    server_momentum: float = 0.0  # sgd only
+    server_beta1: float = 0.9
+    server_beta2: float = 0.99
+    server_eps: float = 1e-3  # adaptivity tau of FedAdagrad/FedAdam/FedYogi
     upload: Literal["interacted", "full"] = "interacted"
     payloads: Literal["encode", "count"] = "count"
     value_dtype: Literal["fp32", "fp16"] = "fp32"
@@ -60,6 +66,10 @@ class TrainConfig:
         check(self.lr > 0, f"lr: must be > 0, got {self.lr}")
         check(self.l2 >= 0, f"l2: must be >= 0, got {self.l2}")
         check(self.server_lr > 0, f"server_lr: must be > 0, got {self.server_lr}")
+        check(0 <= self.server_momentum < 1, f"server_momentum: must be in [0, 1), got {self.server_momentum}")
+        check(0 <= self.server_beta1 < 1, f"server_beta1: must be in [0, 1), got {self.server_beta1}")
+        check(0 <= self.server_beta2 < 1, f"server_beta2: must be in [0, 1), got {self.server_beta2}")
+        check(self.server_eps > 0, f"server_eps: must be > 0, got {self.server_eps}")
         check(self.central_batch_size >= 1, f"central_batch_size: must be >= 1, got {self.central_batch_size}")
 
 

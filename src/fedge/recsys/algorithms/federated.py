@@ -13,6 +13,7 @@ import torch
 from fedge.recsys.algorithms.base import Context, RecState, RoundReport, predict_with
 from fedge.recsys.local import make_batch, make_copies, make_pairs, train_copies
 from fedge.recsys.models import Model
+from fedge.recsys.server_opt import ServerOptimizer
 from fedge.recsys.wire import Uploads, aggregate, download_bytes
 
 
@@ -23,9 +24,20 @@ class FederatedRecommender:
         self.name = name
         self.model = model
         self.ctx = ctx
+        # one server optimiser per shared model: keyed by its item table's storage (one per edge when decentralized)
+        self._server_opts: dict[int, ServerOptimizer] = {}
+
+    def server_optimizer(self, state: RecState) -> ServerOptimizer:
+        key = state.shared["item"].data_ptr()
+        if key not in self._server_opts:
+            t = self.ctx.cfg.train
+            self._server_opts[key] = ServerOptimizer(t.server_optimizer, t.server_lr, t.server_momentum,
+                                                     t.server_beta1, t.server_beta2, t.server_eps)
+        return self._server_opts[key]
 
     def init_state(self, generator: torch.Generator) -> RecState:
         data = self.ctx.data
+        self._server_opts.clear()  # a fresh run starts with fresh server-optimiser state
         shared = self.model.init_shared(data.num_items, generator)
         return RecState(shared, self.model.init_user(data.num_users, generator))
 
@@ -47,10 +59,8 @@ class FederatedRecommender:
     def server_aggregate(self, state: RecState, uploads: Uploads | None) -> RoundReport:
         assert uploads is not None
         train = self.ctx.cfg.train
-        item_mean, _, dense_mean, sent = aggregate(uploads, train.payloads == "encode", train.value_dtype)
-        state.shared["item"].add_(item_mean, alpha=train.server_lr)
-        for name, delta in dense_mean.items():
-            state.shared[name].add_(delta, alpha=train.server_lr)
+        item_mean, item_count, dense_mean, sent = aggregate(uploads, train.payloads == "encode", train.value_dtype)
+        self.server_optimizer(state).step(state.shared, item_mean, item_count, dense_mean)
         return RoundReport(bytes_up=sent, bytes_down=download_bytes(uploads, train.value_dtype),
                            loss=uploads.loss)
 
