@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("run", "train decentralized/personalized FL (DPMN and baselines)"),
     "recsys": ("recsys", "federated recommendation on MovieLens"),
     "cache": ("cache", "recommendation-enabled edge caching"),
+    "reproduce": ("reproduce", "rerun the paper's experiments and write a report"),
 }
 
 
