@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from fedge.data.idx import write_idx
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
@@ -15,4 +18,22 @@ def movielens_dir() -> Path:
     folder = SHARED_DATA / "movielens" / "ml-latest-small"
     if not (folder / "ratings.csv").exists():
         pytest.skip(f"MovieLens ml-latest-small not found at {folder}")
+    return folder
+
+
+@pytest.fixture
+def fashion_mnist_dir(tmp_path: Path) -> Path:
+    """A folder holding the four standard Fashion-MNIST IDX files (gzip'd), tiny but learnable like the real data:
+    200 training and 60 test images, a class-dependent bright band plus noise."""
+    folder = tmp_path / "fmnist"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 200), ("t10k", 60)):
+        labels = np.arange(n) % 10
+        images = np.zeros((n, 28, 28), dtype=np.uint8)
+        for k, label in enumerate(labels):
+            images[k, 2 * label: 2 * label + 4, :] = 200
+            images[k] += rng.integers(0, 40, size=(28, 28), dtype=np.uint8)
+        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", images, compress=True)
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels.astype(np.uint8), compress=True)
     return folder

@@ -7,11 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from fedge.cli import main
-from fedge.data.idx import write_idx
 
 FAST = ["--rounds", "1", "--devices", "4", "--no-progress", "--set", "train.epochs=1"]
 
@@ -48,22 +46,9 @@ def test_console_script_exit_code_is_2() -> None:
     assert result.stderr.strip().splitlines() == ["fedge run: error: rounds: must be >= 1, got 0"]
 
 
-def _write_fashion_mnist(folder: Path, n_train: int = 200, n_test: int = 60) -> None:
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
-        labels = np.arange(n) % 10
-        images = np.zeros((n, 28, 28), dtype=np.uint8)
-        for k, label in enumerate(labels):  # a class-dependent bright band, plus noise: learnable, like real data
-            images[k, 2 * label: 2 * label + 4, :] = 200
-            images[k] += rng.integers(0, 40, size=(28, 28), dtype=np.uint8)
-        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", images, compress=True)
-        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels.astype(np.uint8), compress=True)
-
-
-def test_run_on_fashion_mnist_idx_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    data = tmp_path / "fmnist"
-    data.mkdir()
-    _write_fashion_mnist(data)
+def test_run_on_fashion_mnist_idx_folder(tmp_path: Path, fashion_mnist_dir: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    data = fashion_mnist_dir
     out = tmp_path / "run"
     # The tiny files are not the published ones, so the published checksums are switched off for this test.
     code = main(["run", "--dataset", "fmnist", "--data-dir", str(data), "--out", str(out), "--rounds", "2",

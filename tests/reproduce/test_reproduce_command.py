@@ -10,11 +10,9 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from fedge.cli import main
-from fedge.data.idx import write_idx
 
 # 4 devices, 1 round, 1 seed: main study dpmn/dfl/dpmn-r at δ 0.2, δ study adds δ 0.5, device study = main -> 4 cells.
 TINY = ["--rounds", "1", "--seeds", "1", "--deltas", "0.2,0.5", "--device-counts", "4", "--algorithms",
@@ -83,23 +81,8 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path: Path, capsys: pytes
     assert (killed / "results.csv").read_bytes() == (reference / "results.csv").read_bytes()
 
 
-def _write_fashion_mnist(folder: Path, n_train: int = 200, n_test: int = 60) -> None:
-    """Small files in the Fashion-MNIST IDX format (gzip'd), learnable like the real data."""
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
-        labels = np.arange(n) % 10
-        images = np.zeros((n, 28, 28), dtype=np.uint8)
-        for k, label in enumerate(labels):
-            images[k, 2 * label: 2 * label + 4, :] = 200
-            images[k] += rng.integers(0, 40, size=(28, 28), dtype=np.uint8)
-        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", images, compress=True)
-        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels.astype(np.uint8), compress=True)
-
-
-def test_fashion_mnist_idx_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    data = tmp_path / "fmnist"
-    data.mkdir()
-    _write_fashion_mnist(data)
+def test_fashion_mnist_idx_folder(tmp_path: Path, fashion_mnist_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = fashion_mnist_dir
     out = tmp_path / "R"
     args = ["reproduce", "--dataset", "fmnist", "--data-dir", str(data), *TINY, "--workers", "1", "--out", str(out)]
     # The tiny files are not the published ones: refused with a one-line error unless verification is off.
