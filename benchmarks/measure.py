@@ -60,9 +60,20 @@ def fedge_round_throughput(workload: Workload, algorithm: str, setup: Setup, rou
     return {
         "samples_per_s": len(measured) * per_round / sum(measured),
         "round_seconds": durations,
-        "phase_seconds": summary["phase_seconds"],
+        # the rounds measured for throughput (2.. when rounds >= 2), and the first round on its own
+        "phase_seconds": _sum_phases(summary["phase_seconds_by_round"][1:] if rounds > 1
+                                     else summary["phase_seconds_by_round"]),
+        "first_round_phase_seconds": summary["phase_seconds_by_round"][0],
         "trainer": "batched" if choose_batched(setup.model, config.train) else "sequential",
     }
+
+
+def _sum_phases(rounds: list[dict[str, float]]) -> dict[str, float]:
+    total: dict[str, float] = {}
+    for phases in rounds:
+        for phase, seconds in phases.items():
+            total[phase] = total.get(phase, 0.0) + seconds
+    return total
 
 
 def trainer_throughput(setup: Setup, workload: Workload, seed: int, threads: int) -> dict[str, float]:

@@ -64,7 +64,8 @@ def run_workload(workload: Workload, args: argparse.Namespace, flower: str | Non
     console.print(f"[bold]{workload.name}[/]: {workload.clients} devices, {samples} training samples per round "
                   f"({workload.data_label}), setup {time.perf_counter() - started:.1f} s")
     runs: dict[str, list[float]] = {}
-    phases: dict[str, dict[str, float]] = {}
+    phases: dict[str, dict[str, float]] = {}  # the measured rounds (2..)
+    first_round: dict[str, dict[str, float]] = {}  # round 1 (bootstrap probes, no neighbours yet), not measured
     trainer_kind: dict[str, str] = {}
     repeats = 1 if workload.clients > 5000 else args.repeats
     for _ in range(repeats):
@@ -79,6 +80,9 @@ def run_workload(workload: Workload, args: argparse.Namespace, flower: str | Non
             total = phases.setdefault(algorithm, dict.fromkeys(PHASES, 0.0))
             for phase, seconds in result["phase_seconds"].items():
                 total[phase] = total.get(phase, 0.0) + seconds
+            first = first_round.setdefault(algorithm, dict.fromkeys(PHASES, 0.0))
+            for phase, seconds in result["first_round_phase_seconds"].items():
+                first[phase] = first.get(phase, 0.0) + seconds
     out: dict[str, Any] = {"workload": workload.name, "model": workload.model, "devices": workload.clients,
                            "samples_per_round": samples, "data": workload.data_label, "repeats": repeats,
                            "samples_per_s": {name: spread(values) for name, values in runs.items()},
@@ -88,6 +92,9 @@ def run_workload(workload: Workload, args: argparse.Namespace, flower: str | Non
                                 for algorithm in workload.algorithms}
     out["breakdown"] = {algorithm: {phase: seconds / max(sum(total.values()), 1e-12)
                                     for phase, seconds in total.items()} for algorithm, total in phases.items()}
+    out["first_round_breakdown"] = {algorithm: {phase: seconds / max(sum(total.values()), 1e-12)
+                                                for phase, seconds in total.items()}
+                                    for algorithm, total in first_round.items()}
     if workload.clients <= 5000 and not args.no_trainer_comparison:
         pairs = [trainer_throughput(setup, workload, args.seed, args.threads) for _ in range(repeats)]
         out["trainer_samples_per_s"] = {k: spread([p[k] for p in pairs]) for k in ("sequential", "batched")}
@@ -140,7 +147,9 @@ def report(result: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--rounds", type=int, default=2, help="fedge rounds per repeat (the first is not timed)")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="fedge rounds per repeat; the first is not timed (dpmn: rounds 2-3 still ramp pruning up, "
+                             "4-5 are steady state)")
     parser.add_argument("--client-scale", type=float, default=1.0, help="shrink the workloads (smoke/quick runs)")
     parser.add_argument("--only", action="append", default=[],
                         help="run this workload (exact name, else all names containing it)")

@@ -38,3 +38,18 @@ def test_schedule_ramps_linearly_to_target() -> None:
     assert steps[0] == [1.0, 1.0]
     assert abs(steps[2][0] - 0.75) < 1e-6 and abs(steps[2][1] - 0.6) < 1e-6
     assert [round(v, 6) for v in steps[4]] == [0.5, 0.2] and steps[5] == steps[4]
+
+
+def test_keep_largest_matches_a_stable_sort_with_ties() -> None:
+    from fedge.core.masks import keep_largest
+
+    g = torch.Generator().manual_seed(11)
+    for trial in range(20):
+        n, size = int(torch.randint(1, 8, (1,), generator=g)), int(torch.randint(1, 40, (1,), generator=g))
+        values = torch.randint(-1, 4, (n, size), generator=g).float()  # many ties, like pruned (-1) and zeros
+        keep = torch.randint(1, size + 1, (n,), generator=g)
+        order = torch.sort(values, dim=1, descending=True, stable=True).indices
+        expected = torch.zeros(n, size, dtype=torch.bool)
+        for i in range(n):
+            expected[i, order[i, : int(keep[i])]] = True
+        assert torch.equal(keep_largest(values, keep), expected), trial

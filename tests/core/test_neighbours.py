@@ -67,3 +67,44 @@ def test_overlap_cosine_matches_explicit_formula() -> None:
             assert abs(float(matrix[i, j]) - float(expected)) < 1e-9
     rows, cols = torch.tensor([0, 1, 4]), torch.tensor([2, 3, 0])
     torch.testing.assert_close(pair_cosine(u, masks, rows, cols), matrix[rows, cols])
+
+
+def _sorted_reference(scores: torch.Tensor, candidates: torch.Tensor, delta: float, k_min: torch.Tensor,
+                      k_max: torch.Tensor) -> torch.Tensor:
+    """The definition, written plainly: a stable descending sort of each row, then the δ / k_max / k_min rule."""
+    n = scores.shape[0]
+    chosen = torch.zeros(n, n, dtype=torch.bool)
+    for i in range(n):
+        ranked = [j for j in sorted(range(n), key=lambda j: (-float(scores[i, j]), j))
+                  if j != i and bool(candidates[i, j])]
+        passing = [j for j in ranked if float(scores[i, j]) >= delta][: int(k_max[i])]
+        keep = max(len(passing), int(k_min[i]))
+        chosen[i, ranked[:keep]] = True
+    return chosen
+
+
+def test_threshold_and_topk_match_a_stable_sort_with_many_ties() -> None:
+    g = torch.Generator().manual_seed(5)
+    for trial in range(30):
+        n = int(torch.randint(2, 25, (1,), generator=g))
+        # Few distinct values, so ties at the cut-off are the rule rather than the exception.
+        scores = torch.randint(-2, 3, (n, n), generator=g).float() / 2
+        candidates = torch.rand(n, n, generator=g) < 0.7
+        k_min = torch.randint(0, 3, (n,), generator=g)
+        k_max = torch.randint(0, 5, (n,), generator=g)
+        delta = [0.0, 0.5, 1.0][trial % 3]
+        expected = _sorted_reference(scores, candidates, delta, k_min, k_max)
+        assert torch.equal(threshold_select(scores, candidates, delta, k_min, k_max), expected), trial
+        top = _sorted_reference(scores, candidates, float("inf"), k_max, k_max)  # δ above every score: k best
+        assert torch.equal(topk_select(scores, candidates, k_max), top), trial
+
+
+def test_best_per_row_on_a_subset_of_rows() -> None:
+    from fedge.core.neighbours import best_per_row
+
+    masked = torch.tensor([[0.5, float("-inf"), 0.9, 0.5, 0.1, 0.5],
+                           [0.2, 0.3, float("-inf"), 0.3, 0.3, 0.0]])
+    chosen = best_per_row(masked, torch.tensor([3, 2]))
+    assert chosen[0].nonzero().flatten().tolist() == [0, 2, 3]  # 0.9, then the first two of the tied 0.5s
+    assert chosen[1].nonzero().flatten().tolist() == [1, 3]
+    assert best_per_row(masked, torch.tensor([9, 0])).sum(dim=1).tolist() == [5, 0]  # finite entries only

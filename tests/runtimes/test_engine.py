@@ -86,7 +86,7 @@ def test_round_bytes_equal_encoded_payload_lengths() -> None:
             # DPMN also pays for the first round's similarity probes (head sketches of the probed candidates).
             assert metrics["bytes_round"] > payload_bytes
             h0, h1 = ctx.head
-            probes = int((state.score_age == 0).sum()) - int(state.neighbours.sum())
+            probes = int((state.scored_round == state.round).sum()) - int(state.neighbours.sum())
             assert probes >= 0
             assert metrics["bytes_round"] - payload_bytes <= (probes + int(state.neighbours.sum())) * \
                 codec.encoded_size(h1 - h0, h1 - h0)

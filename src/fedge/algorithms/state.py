@@ -20,7 +20,7 @@ class FederationState:
     reference_masks: torch.Tensor  # [N, d] bool: the mask m_j carried by that payload
     neighbours: torch.Tensor  # [N, N] bool: S_i of the last exchange (row i)
     scores: torch.Tensor  # [N, N] float: latest similarity score i has of j
-    score_age: torch.Tensor  # [N, N] int32: rounds since (i, j) was scored; -1 = never
+    scored_round: torch.Tensor  # [N, N] int32: the round in which i last scored j; -1 = never
     mask_version: torch.Tensor  # [N] int: incremented whenever device i's mask changes
     mask_version_held: torch.Tensor  # [N, N] int32: version of j's mask that i last received; -1 = none
     prune_progress: torch.Tensor  # [N] int: pruning steps taken (the density schedule's position)
@@ -48,7 +48,7 @@ class FederationState:
             reference_masks=torch.ones(n, d, dtype=torch.bool),
             neighbours=torch.zeros(n, n, dtype=torch.bool),
             scores=torch.zeros(n, n),
-            score_age=torch.full((n, n), -1, dtype=torch.int32),
+            scored_round=torch.full((n, n), -1, dtype=torch.int32),
             mask_version=torch.zeros(n, dtype=torch.long),
             mask_version_held=torch.full((n, n), -1, dtype=torch.int32),
             prune_progress=torch.zeros(n, dtype=torch.long),
@@ -61,9 +61,11 @@ class FederationState:
     def num_devices(self) -> int:
         return self.bank.shape[0]
 
-    def updates(self) -> torch.Tensor:
-        """x̃_i − x0 ∘ m_i: each device's change since the common initialisation, zero where pruned."""
-        return self.bank - self.initial[None, :] * self.masks
+    def updates(self, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """x̃_i − x0 ∘ m_i on coordinates [start, stop): each device's change since the common initialisation, zero
+        where pruned."""
+        cols = slice(start, stop)
+        return self.bank[:, cols] - self.initial[None, cols] * self.masks[:, cols]
 
     def state_dict(self) -> dict[str, object]:
         return {f.name: getattr(self, f.name) for f in fields(self)}

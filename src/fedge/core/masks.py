@@ -15,12 +15,37 @@ def kept_count(size: int, density: float) -> int:
     return max(1, min(size, int(round(density * size))))
 
 
+def keep_largest(values: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Boolean [N, L]: per row i, the `keep[i]` largest entries of `values` (ties: lower index first).
+
+    The same choice as a stable descending sort, but found with `kthvalue` (linear-time selection) once per distinct
+    keep count — a handful per round: bandwidth classes × schedule steps — instead of sorting every row; rows whose
+    cut-off value is tied are finished exactly with a cumulative count. 1 ≤ keep[i] ≤ L.
+    """
+    n, size = values.shape
+    chosen = torch.zeros(n, size, dtype=torch.bool, device=values.device)
+    for count in torch.unique(keep).tolist():
+        rows = torch.nonzero(keep == count).flatten()
+        block = values[rows]
+        cutoff = torch.kthvalue(block, size - count + 1, dim=1, keepdim=True).values
+        kept = block >= cutoff
+        # rows with more entries equal to the cut-off than room for them
+        tied = torch.nonzero(kept.view(torch.uint8).sum(dim=1, dtype=torch.int64) > count).flatten()
+        if len(tied):
+            sub, cut = block[tied], cutoff[tied]
+            above = sub > cut
+            at_cutoff = (sub == cut) & (torch.cumsum(sub == cut, dim=1) <= count - above.sum(dim=1, keepdim=True))
+            kept[tied] = above | at_cutoff
+        chosen[rows] = kept
+    return chosen
+
+
 def magnitude_mask(x: torch.Tensor, groups: list[tuple[int, int]], density: torch.Tensor,
                    current: torch.Tensor | None = None) -> torch.Tensor:
     """Boolean [N, d] mask keeping the largest |x| per layer group at each device's `density` [N].
 
     With `current` given, only currently kept coordinates compete (pruned ones stay pruned): pruning only removes.
-    Ties are broken by coordinate index (stable sort), so the result is deterministic.
+    Ties are broken by coordinate index (as a stable sort would), so the result is deterministic.
     """
     n, d = x.shape
     mask = torch.ones(n, d, dtype=torch.bool, device=x.device)
@@ -29,14 +54,8 @@ def magnitude_mask(x: torch.Tensor, groups: list[tuple[int, int]], density: torc
         magnitude = torch.where(current, magnitude, torch.full_like(magnitude, -1.0))
     for start, stop in groups:
         size = stop - start
-        block = magnitude[:, start:stop]
-        order = torch.sort(block, dim=1, descending=True, stable=True).indices
-        keep = torch.tensor([kept_count(size, float(r)) for r in density], device=x.device)
-        ranks = torch.arange(size, device=x.device).expand(n, size)
-        keep_sorted = ranks < keep[:, None]
-        group_mask = torch.zeros(n, size, dtype=torch.bool, device=x.device)
-        group_mask.scatter_(1, order, keep_sorted)
-        mask[:, start:stop] = group_mask
+        keep = torch.tensor([kept_count(size, float(r)) for r in density], device=x.device, dtype=torch.int64)
+        mask[:, start:stop] = keep_largest(magnitude[:, start:stop], keep)
     return mask
 
 
@@ -53,7 +72,7 @@ def regrow(mask: torch.Tensor, groups: list[tuple[int, int]], density: torch.Ten
         size = stop - start
         block = grown[:, start:stop]
         target = torch.tensor([kept_count(size, float(r)) for r in density], device=mask.device)
-        missing = (target - block.sum(dim=1)).clamp_min(0)
+        missing = (target - block.view(torch.uint8).sum(dim=1, dtype=torch.int64)).clamp_min(0)
         if int(missing.max()) == 0:
             continue
         noise = torch.rand(n, size, generator=generator).to(mask.device)

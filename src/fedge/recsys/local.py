@@ -120,7 +120,7 @@ def minibatch_ids(client: torch.Tensor, num_clients: int, batches: int, generato
 
 def train_copies(model: Model, copies: Copies, batch: RoundBatch, pairs: Pairs, *, protocol: str, epochs: int,
                  batches: int, lr: float, l2: float, generator: torch.Generator, optimizer: str = "adam",
-                 user_epochs: int = 0) -> float:
+                 user_epochs: int = 0, eps: float = 1e-8) -> float:
     """Local training of all copies at once for `epochs` × `batches` steps; returns the mean last-epoch loss.
 
     `adam`: each client minimises its mean loss with its own Adam (state reset every round).
@@ -134,7 +134,7 @@ def train_copies(model: Model, copies: Copies, batch: RoundBatch, pairs: Pairs, 
         frozen = Copies(copies.user, copies.item.detach(), {k: v.detach() for k, v in copies.dense.items()},
                         copies.pooled)
         frozen.user.requires_grad_(True)
-        user_opt = torch.optim.Adam([frozen.user], lr=lr, fused=True)
+        user_opt = torch.optim.Adam([frozen.user], lr=lr, eps=eps, fused=True)
         for _ in range(user_epochs):
             ids = minibatch_ids(batch.client, len(batch.users), batches, generator)
             for step in range(batches):
@@ -144,7 +144,7 @@ def train_copies(model: Model, copies: Copies, batch: RoundBatch, pairs: Pairs, 
                 loss.backward()
                 user_opt.step()
     params = [t.requires_grad_(True) for t in copies.tensors()]
-    optimiser = torch.optim.Adam(params, lr=lr, fused=True) if optimizer == "adam" else None
+    optimiser = torch.optim.Adam(params, lr=lr, eps=eps, fused=True) if optimizer == "adam" else None
     num_clients = len(batch.users)
     last = 0.0
     for _ in range(epochs):

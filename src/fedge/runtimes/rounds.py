@@ -49,13 +49,14 @@ def exchange(state: FederationState, ctx: RunContext, adjacency: torch.Tensor) -
     """
     rows, cols = torch.nonzero(adjacency, as_tuple=True)
     held = state.mask_version_held[rows, cols].long() == state.mask_version[cols]
-    nnz = state.masks.sum(dim=1)
+    senders = torch.unique(cols)  # sorted; only their rows are read or replaced below
+    nnz = torch.zeros(state.num_devices, dtype=torch.int64)
+    nnz[senders] = state.masks[senders].view(torch.uint8).sum(dim=1, dtype=torch.int64)
     sizes = encoded_sizes(nnz[cols], ctx.dim, ctx.config.payload_dtype, mask_known=held)
     state.mask_version_held[rows, cols] = state.mask_version[cols].to(torch.int32)
-    sent = adjacency.any(dim=0)
-    values = state.bank if ctx.config.payload_dtype == "fp32" else state.bank.half().float()
-    state.references = torch.where(sent[:, None], values, state.references)
-    state.reference_masks = torch.where(sent[:, None], state.masks, state.reference_masks)
+    values = state.bank[senders]
+    state.references[senders] = values if ctx.config.payload_dtype == "fp32" else values.half().float()
+    state.reference_masks[senders] = state.masks[senders]
     return int(sizes.sum())
 
 

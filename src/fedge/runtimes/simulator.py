@@ -75,12 +75,16 @@ def simulate(config: ExperimentConfig, algorithm_name: str, out_dir: str | Path 
     metrics_log = JsonlWriter(out / "metrics.jsonl", truncate=not history) if out else None
     neighbours_log = JsonlWriter(out / "neighbours.jsonl", truncate=not history) if out else None
     started = time.perf_counter()
+    phase_by_round: list[dict[str, float]] = []  # this process's rounds only (not those before a resume)
+    previous: dict[str, float] = {}
     try:
         while state.round < config.rounds:
             last = state.round + 1 == config.rounds
             metrics = run_round(state, ctx, algorithm, trainer, generator, timer,
                                 evaluate=last or (state.round + 1) % config.eval_every == 0, env=env)
             history.append(metrics)
+            phase_by_round.append({k: v - previous.get(k, 0.0) for k, v in timer.seconds.items()})
+            previous = dict(timer.seconds)
             if metrics_log:
                 metrics_log.write(metrics)
             if neighbours_log:
@@ -104,6 +108,7 @@ def simulate(config: ExperimentConfig, algorithm_name: str, out_dir: str | Path 
         "rounds": state.round,
         "seconds": time.perf_counter() - started,
         "phase_seconds": dict(timer.seconds),
+        "phase_seconds_by_round": phase_by_round,
         "model_parameters": setup.model.dim,
         "config": to_dict(config),
     })

@@ -3,8 +3,9 @@
 Two interchangeable trainers implement `train_all` / `evaluate_all`:
 
 * `SequentialTrainer` trains one device after another, each through `functional_call` on a copy of its row;
-* `BatchedTrainer` trains many devices in lockstep with `torch.func.vmap` over the stacked bank: one batched
-  forward/backward for M devices instead of M small ones, which pays off for small models.
+* `BatchedTrainer` trains many devices in lockstep over the stacked bank: one batched forward/backward for M
+  devices instead of M small ones, which pays off for small models. Linear/ReLU stacks (the MLP) use hand-written
+  batched matrix products (`dense_stack.py`); other models `torch.func.vmap(grad(...))`.
 
 Both follow the same rule per step: gradient of the mean cross-entropy on the device's minibatch, plus the
 algorithm's penalty gradient (λ·∇h_i, neighbours held fixed), plus weight decay, masked (pruned coordinates get no
@@ -14,8 +15,8 @@ gradient and, being zero, stay exactly zero), optional momentum, then x ← x �
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -24,66 +25,20 @@ from torch.func import grad_and_value, vmap
 from fedge.data.federated import DeviceData
 from fedge.experiment import TrainConfig
 from fedge.models.flat import FlatModel
+from fedge.runtimes.batches import Stacked, batch_plan
+from fedge.runtimes.dense_stack import dense_forward, dense_grad_and_loss, dense_layers
 
 Penalty = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-@dataclass
-class BatchPlan:
-    """Every device's minibatches of one round, ragged: no padding to the longest device.
-
-    `batches` [total steps, B] holds local sample indices (-1 pads a device's last, short batch of an epoch);
-    device i's steps are rows `start[i] : start[i] + steps[i]`. (A padded [M, S_max, B] tensor does not fit with
-    heavy-tailed sizes: at 10,000 Synthetic devices it would take 28 GB.)
-    """
-
-    batches: torch.Tensor
-    start: torch.Tensor
-    steps: torch.Tensor
-
-    def device(self, row: int) -> torch.Tensor:
-        first = int(self.start[row])
-        return self.batches[first:first + int(self.steps[row])]
-
-
-def batch_plan(sizes: list[int], epochs: int, batch_size: int, generator: torch.Generator) -> BatchPlan:
-    """Device i gets `epochs` shuffled passes over its n_i samples in batches of B (one randperm per epoch, in the
-    order of `sizes`)."""
-    plans = []
-    for n in sizes:
-        for _ in range(epochs):
-            order = torch.randperm(n, generator=generator)
-            pad = (-n) % batch_size
-            plans.append(torch.cat([order, torch.full((pad,), -1, dtype=torch.long)]).view(-1, batch_size))
-    steps = torch.tensor([epochs * -(-n // batch_size) for n in sizes], dtype=torch.long)
-    start = torch.cumsum(steps, 0) - steps
-    batches = torch.cat(plans) if plans else torch.empty(0, batch_size, dtype=torch.long)
-    return BatchPlan(batches, start, steps)
-
-
-class _Stacked:
-    """All devices' samples of one split concatenated, with per-device offsets, for gathered minibatches."""
-
-    def __init__(self, xs: list[torch.Tensor], ys: list[torch.Tensor]) -> None:
-        self.sizes = [len(y) for y in ys]
-        self.offsets = torch.tensor([0] + self.sizes[:-1]).cumsum(0)
-        self.x = torch.cat(xs) if xs else torch.empty(0)
-        self.y = torch.cat(ys) if ys else torch.empty(0, dtype=torch.long)
-
-    def gather(self, devices: torch.Tensor, local: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        valid = local >= 0
-        index = (self.offsets[devices][:, None] + local.clamp_min(0)).clamp_max(max(len(self.y) - 1, 0))
-        return self.x[index], self.y[index], valid
 
 
 class _Base:
     def __init__(self, model: FlatModel, devices: list[DeviceData], cfg: TrainConfig) -> None:
         self.model = model
         self.cfg = cfg
-        self.train_data = _Stacked([d.x_train for d in devices], [d.y_train for d in devices])
+        self.train_data = Stacked([d.x_train for d in devices], [d.y_train for d in devices])
         self.splits = {
-            "val": _Stacked([d.x_val for d in devices], [d.y_val for d in devices]),
-            "test": _Stacked([d.x_test for d in devices], [d.y_test for d in devices]),
+            "val": Stacked([d.x_val for d in devices], [d.y_val for d in devices]),
+            "test": Stacked([d.x_test for d in devices], [d.y_test for d in devices]),
         }
 
     def _loss(self, params: torch.Tensor, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -111,23 +66,28 @@ class _Base:
         n = bank.shape[0]
         correct, loss_sum = torch.zeros(n), torch.zeros(n)
         sizes = torch.tensor(data.sizes, dtype=torch.float32)
-        forward = vmap(self.model.forward)
+        layers = dense_layers(self.model)
+        forward = (functools.partial(dense_forward, layers) if layers is not None
+                   else vmap(self.model.forward))
+        # Largest first: a chunk then holds devices of similar size (heavy-tailed sizes waste little padding) and the
+        # devices with samples left at offset `first` are a prefix of the chunk.
+        order = torch.sort(sizes, descending=True, stable=True).indices
         for start in range(0, n, chunk):
-            devices = torch.arange(start, min(start + chunk, n))
-            longest = int(sizes[devices].max()) if len(devices) else 0
+            devices = order[start:start + chunk]
+            counts = sizes[devices].long()
+            longest = int(counts[0]) if len(devices) else 0
             for first in range(0, longest, block):
-                local = torch.arange(first, min(first + block, longest)).expand(len(devices), -1)
-                local = torch.where(local < sizes[devices, None].long(), local, torch.full_like(local, -1))
-                x, y, valid = data.gather(devices, local)
-                logits = forward(bank[devices], x)
+                active = int((counts > first).sum())
+                ids = devices[:active]
+                local = torch.arange(first, min(first + block, longest)).expand(active, -1)
+                local = torch.where(local < counts[:active, None], local, torch.full_like(local, -1))
+                x, y, valid = data.gather(ids, local)
+                logits = forward(bank[ids], x)
                 hits = (logits.argmax(dim=2) == y) & valid
                 ce = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view_as(y) * valid
-                correct[devices] += hits.sum(dim=1).float()
-                loss_sum[devices] += ce.sum(dim=1)
-        empty = sizes == 0
-        acc = torch.where(empty, torch.full_like(sizes, float("nan")), correct / sizes.clamp_min(1))
-        loss = torch.where(empty, torch.full_like(sizes, float("nan")), loss_sum / sizes.clamp_min(1))
-        return acc, loss
+                correct[ids] += hits.sum(dim=1).float()
+                loss_sum[ids] += ce.sum(dim=1)
+        return _per_sample(correct, loss_sum, sizes)
 
 
 class SequentialTrainer(_Base):
@@ -148,19 +108,41 @@ class SequentialTrainer(_Base):
             p.requires_grad_(True)
             p.grad = self.grad[s.start:s.stop].view(s.shape)
 
+    @torch.no_grad()
+    def evaluate_all(self, bank: torch.Tensor, split: str = "test", chunk: int = 256,
+                     block: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+        """As `_Base.evaluate_all`, device by device through the plain module: for convolutional models this is
+        about 2x faster than `vmap` (which turns the convolutions into grouped ones)."""
+        data = self.splits[split]
+        n = bank.shape[0]
+        correct, loss_sum = torch.zeros(n), torch.zeros(n)
+        offsets = data.offsets.tolist()
+        for device in range(n):
+            size = data.sizes[device]
+            if size == 0:
+                continue
+            self.work.copy_(bank[device])
+            for first in range(0, size, block):
+                rows = slice(offsets[device] + first, offsets[device] + min(first + block, size))
+                logits = self.module(data.x[rows])
+                correct[device] += float((logits.argmax(dim=1) == data.y[rows]).sum())
+                loss_sum[device] += float(F.cross_entropy(logits, data.y[rows], reduction="sum"))
+        return _per_sample(correct, loss_sum, torch.tensor(data.sizes, dtype=torch.float32))
+
     def _step(self, x: torch.Tensor, grad: torch.Tensor, keep: torch.Tensor | None, ids: torch.Tensor,
               penalty: Penalty | None, buf: torch.Tensor | None) -> None:
-        """`_apply` for one device, in place on the flat vectors (keep None: nothing pruned)."""
+        """`_apply` for one device, in place on the flat vectors (keep None: nothing pruned). `grad` is the gradient
+        buffer, rewritten by the next backward pass, so it is updated in place (no temporaries)."""
         if penalty is not None:
-            grad = grad + penalty(x[None], ids)[0]
+            grad.add_(penalty(x[None], ids)[0])
         if self.cfg.weight_decay:
-            grad = grad + self.cfg.weight_decay * x
+            grad.add_(x, alpha=self.cfg.weight_decay)
         if keep is not None:
-            grad = grad * keep
+            grad.mul_(keep)
         if buf is not None:
             buf.mul_(self.cfg.momentum).add_(grad)
             grad = buf
-        x.sub_(self.cfg.lr * grad)
+        x.add_(grad, alpha=-self.cfg.lr)
 
     def train_all(self, bank: torch.Tensor, masks: torch.Tensor, momentum: torch.Tensor | None,
                   devices: torch.Tensor, penalty: Penalty | None, generator: torch.Generator) -> torch.Tensor:
@@ -194,7 +176,7 @@ class SequentialTrainer(_Base):
 
 
 class BatchedTrainer(_Base):
-    """Many devices in lockstep through `vmap(grad)` over the stacked bank.
+    """Many devices in lockstep: batched gradients (hand-written for Linear/ReLU stacks, else `vmap(grad)`).
 
     Devices are ordered by their number of local steps (longest first) before being cut into chunks of `chunk`
     devices, so a chunk holds devices of similar size (Synthetic's sizes are heavy-tailed: unsorted, one large
@@ -206,7 +188,10 @@ class BatchedTrainer(_Base):
     def __init__(self, model: FlatModel, devices: list[DeviceData], cfg: TrainConfig, chunk: int = 0) -> None:
         super().__init__(model, devices, cfg)
         self.chunk = chunk or default_chunk(model)
-        self._grad = vmap(grad_and_value(self._loss))
+        layers = dense_layers(model)
+        # Linear/ReLU stacks: hand-written batched matrix products (dense_stack.py); anything else: vmap(grad).
+        self._grad = (functools.partial(dense_grad_and_loss, layers) if layers is not None
+                      else vmap(grad_and_value(self._loss)))
 
     def train_all(self, bank: torch.Tensor, masks: torch.Tensor, momentum: torch.Tensor | None,
                   devices: torch.Tensor, penalty: Penalty | None, generator: torch.Generator) -> torch.Tensor:
@@ -249,6 +234,14 @@ class BatchedTrainer(_Base):
         return losses
 
 
+def _per_sample(correct: torch.Tensor, loss_sum: torch.Tensor, sizes: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """(accuracy, mean loss) per device from sums over its samples; NaN for devices without samples."""
+    empty = sizes == 0
+    acc = torch.where(empty, torch.full_like(sizes, float("nan")), correct / sizes.clamp_min(1))
+    loss = torch.where(empty, torch.full_like(sizes, float("nan")), loss_sum / sizes.clamp_min(1))
+    return acc, loss
+
+
 def default_chunk(model: FlatModel) -> int:
     """Devices per vmap chunk: about 64 MB of parameters per chunk (1024 at most, 16 at least)."""
     return max(16, min(1024, (64 << 20) // (4 * model.dim)))
@@ -258,7 +251,8 @@ def choose_batched(model: FlatModel, cfg: TrainConfig) -> bool:
     """`batched: auto` -> batch devices with vmap when the model is small (under 200k parameters) and has no
     convolutions. Measured in benchmarks/ (docs/performance.md): vmap turns a batch of convolutions into one grouped
     convolution, which PyTorch's CPU kernels run slower than the separate ones, so LeNet-5 trains faster device by
-    device; dense layers become batched matrix products, which is where batching pays (MLP: 3-5x)."""
+    device; dense layers become batched matrix products, which is where batching pays (MLP at 1,000 Synthetic
+    devices: about 4x, docs/performance.md)."""
     convolutional = any(len(s.shape) > 2 for s in model.slices)
     return cfg.batched == "on" or (cfg.batched == "auto" and model.dim < 200_000 and not convolutional)
 

@@ -31,17 +31,32 @@ class NeighbourRegularizer:
         if lam == 0 or int(degree.max()) == 0:
             return None
         k = int(degree.max())
-        order = torch.sort(state.neighbours.to(torch.int8), dim=1, descending=True, stable=True).indices[:, :k]
-        valid = torch.gather(state.neighbours, 1, order)
-        prepared = regularizer.prepare_references(state.references[order],
-                                                  state.reference_masks[order] & state.masks[:, None, :], valid)
-        everyone = torch.arange(state.num_devices)
+        # Slot s of row i holds i's s-th neighbour in index order (padding: device 0, invalid, weight 0).
+        rows, cols = torch.nonzero(state.neighbours, as_tuple=True)
+        slot = torch.arange(len(rows)) - (torch.cumsum(degree, 0) - degree)[rows]
+        order = torch.zeros(state.num_devices, k, dtype=torch.long)
+        valid = torch.zeros(state.num_devices, k, dtype=torch.bool)
+        order[rows, slot] = cols
+        valid[rows, slot] = True
+        references, reference_masks, masks = state.references, state.reference_masks, state.masks
+
+        def prepare(devices: torch.Tensor) -> regularizer.PreparedReferences:
+            slots = order[devices]
+            return regularizer.prepare_references(references[slots],
+                                                  reference_masks[slots] & masks[devices, None, :], valid[devices])
+
+        # Prepared lazily for the devices a trainer asks for ([M, k, d] tensors: for all 500 LeNet devices at once
+        # that is ~1 GB), and kept while the same devices (or a prefix of them, as batched devices finish) ask again.
+        last: list[torch.Tensor | regularizer.PreparedReferences | None] = [None, None]
 
         def grad(x: torch.Tensor, devices: torch.Tensor) -> torch.Tensor:
-            if len(devices) == len(everyone) and torch.equal(devices, everyone):
-                rows = prepared
-            else:
-                rows = regularizer.PreparedReferences(*(t[devices] for t in prepared))
+            ids, cached = last
+            n = len(devices)
+            if not isinstance(ids, torch.Tensor) or n > len(ids) or not torch.equal(devices, ids[:n]):
+                ids, cached = devices.clone(), prepare(devices)
+                last[:] = [ids, cached]
+            assert isinstance(cached, regularizer.PreparedReferences)
+            rows = cached if n == len(ids) else regularizer.PreparedReferences(*(t[:n] for t in cached))
             return lam * regularizer.prepared_gradient(x, rows, sigma)
 
         return grad

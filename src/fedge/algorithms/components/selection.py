@@ -20,7 +20,7 @@ import torch
 from fedge.algorithms.context import RunContext
 from fedge.algorithms.state import FederationState
 from fedge.core.codec import encoded_sizes
-from fedge.core.neighbours import random_select, threshold_select, topk_select
+from fedge.core.neighbours import best_per_row, random_select, threshold_select, topk_select
 from fedge.core.similarity import pair_cosine, pair_squared_distance
 
 
@@ -49,28 +49,28 @@ class SimilaritySelection:
             return
         start, stop = self._scope(ctx)
         if self.metric == "cosine":
-            updates = state.updates()[:, start:stop].half().float()  # as carried by the fp16 sketch
+            updates = state.updates(start, stop).half().float()  # as carried by the fp16 sketch
             values = pair_cosine(updates, state.masks[:, start:stop], rows, cols)
         else:
             values = -pair_squared_distance(state.bank[:, start:stop], None, rows, cols)
         state.scores[rows, cols] = values
-        state.score_age[rows, cols] = 0
+        state.scored_round[rows, cols] = state.round
 
     def _probe(self, state: FederationState, ctx: RunContext, candidates: torch.Tensor) -> int:
+        """Probe, per device, the `budget` stalest eligible candidates (never scored first), ties in random order."""
         cfg = ctx.config.neighbours
-        first = bool((state.score_age < 0).all())
+        first = int(state.scored_round.max()) < 0
         budget = cfg.bootstrap_probes if first else cfg.probes_per_round
         if budget == 0:
             return 0
-        age = torch.where(state.score_age < 0, torch.full_like(state.score_age, 1 << 30), state.score_age)
-        eligible = candidates & ~state.neighbours
-        # Stalest first; random tie-break so unseen candidates are explored in random order.
-        noise = torch.rand(state.score_age.shape, generator=ctx.generator)
-        priority = torch.where(eligible, age.to(torch.float32) + noise, torch.full_like(noise, float("-inf")))
-        probes = topk_select(priority, eligible, budget)
-        rows, cols = torch.nonzero(probes, as_tuple=True)
-        self.score_pairs(state, ctx, rows, cols)
-        return self._sketch_bytes(state, ctx, cols)
+        rows = torch.nonzero(candidates.any(dim=1)).flatten()
+        chosen, missing = sample_never_scored(state, candidates, rows, budget, ctx.generator)
+        picks = [chosen]
+        if len(missing):  # rows with too few never-scored candidates: rank all of theirs exactly
+            picks.append(stalest_first(state, candidates, missing, budget, ctx.generator))
+        probe_rows, probe_cols = (torch.cat(t) for t in zip(*picks, strict=True))
+        self.score_pairs(state, ctx, probe_rows, probe_cols)
+        return self._sketch_bytes(state, ctx, probe_cols)
 
     def _sketch_bytes(self, state: FederationState, ctx: RunContext, senders: torch.Tensor) -> int:
         start, stop = self._scope(ctx)
@@ -80,10 +80,9 @@ class SimilaritySelection:
     def select(self, state: FederationState, ctx: RunContext) -> tuple[torch.Tensor, int]:
         cfg = ctx.config.neighbours
         alive = state.alive
-        candidates = ctx.physical & alive[:, None] & alive[None, :]
-        state.score_age = torch.where(state.score_age >= 0, state.score_age + 1, state.score_age)
+        candidates = ctx.physical if bool(alive.all()) else ctx.physical & alive[:, None] & alive[None, :]
         scoring_bytes = self._probe(state, ctx, candidates)
-        known = candidates & (state.score_age >= 0)
+        known = candidates & (state.scored_round >= 0)
         if self.metric == "cosine":
             chosen = threshold_select(state.scores, known, cfg.delta, cfg.k_min, ctx.k_max)
         else:
@@ -94,6 +93,60 @@ class SimilaritySelection:
         """Refresh scores of the pairs whose payloads were just received."""
         rows, cols = torch.nonzero(adjacency, as_tuple=True)
         self.score_pairs(state, ctx, rows, cols)
+
+
+def _probe_eligible(state: FederationState, candidates: torch.Tensor, rows: torch.Tensor,
+                    cols: torch.Tensor) -> torch.Tensor:
+    """Whether (rows[p], cols[p]) may be probed: a live candidate, not a current neighbour, not itself."""
+    return candidates[rows, cols] & ~state.neighbours[rows, cols] & (rows != cols)
+
+
+def sample_never_scored(state: FederationState, candidates: torch.Tensor, rows: torch.Tensor, budget: int,
+                        generator: torch.Generator, attempts_per_probe: int = 4) -> tuple[tuple[torch.Tensor, ...],
+                                                                                          torch.Tensor]:
+    """`budget` never-scored eligible candidates per row, drawn uniformly without replacement by rejection.
+
+    Never-scored candidates are the stalest, so when a row has at least `budget` of them the exact rule ("stalest
+    first, random tie-break") is a uniform draw among them — found here with a few random column draws per row
+    instead of ranking a dense [N, N] priority (at 10,000 devices almost every candidate is never scored).
+    Returns the pairs drawn and the rows that did not get `budget` of them (few left, or unlucky) for the exact
+    ranking.
+    """
+    n = candidates.shape[1]
+    got = torch.full((len(rows), budget), -1, dtype=torch.long)
+    filled = torch.zeros(len(rows), dtype=torch.long)
+    pending = torch.arange(len(rows))
+    for _ in range(attempts_per_probe * budget + 4):
+        if len(pending) == 0:
+            break
+        draw = torch.randint(0, n, (len(pending),), generator=generator)
+        r = rows[pending]
+        ok = _probe_eligible(state, candidates, r, draw) & (state.scored_round[r, draw] < 0)
+        ok &= ~(got[pending] == draw[:, None]).any(dim=1)  # without replacement
+        hit = pending[ok]
+        got[hit, filled[hit]] = draw[ok]
+        filled[hit] += 1
+        pending = pending[filled[pending] < budget]
+    done = filled >= budget
+    pair_rows = rows[done].repeat_interleave(budget)
+    return (pair_rows, got[done].flatten()), rows[~done]
+
+
+def stalest_first(state: FederationState, candidates: torch.Tensor, rows: torch.Tensor, budget: int,
+                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The exact rule on the given rows: the `budget` eligible candidates scored longest ago (never = stalest), ties
+    broken by uniform noise; ages are small integers, so float32 keeps the noise."""
+    n = candidates.shape[1]
+    scored = state.scored_round[rows]
+    age = torch.where(scored < 0, state.round + 1, state.round - scored)  # never scored: staler than anything
+    priority = torch.rand(len(rows), n, generator=generator) + age
+    local = torch.arange(len(rows))
+    eligible = candidates[rows] & ~state.neighbours[rows]
+    eligible[local, rows] = False
+    picked = best_per_row(priority.masked_fill_(~eligible, float("-inf")),
+                          torch.full((len(rows),), budget, dtype=torch.long))
+    r, c = torch.nonzero(picked, as_tuple=True)
+    return rows[r], c
 
 
 class RandomLikeSelection:

@@ -30,7 +30,8 @@ class Centralized:
         self._params = Copies(state.user, state.shared["item"], dense, pooled=True)
         for t in self._params.tensors():
             t.requires_grad_(True)
-        self._optimiser = torch.optim.Adam(self._params.tensors(), lr=self.ctx.cfg.train.lr, fused=True)
+        self._optimiser = torch.optim.Adam(self._params.tensors(), lr=self.ctx.cfg.train.lr,
+                                           eps=self.ctx.cfg.train.adam_eps, fused=True)
         return state
 
     def client_round(self, state: RecState, users: torch.Tensor, generator: torch.Generator) -> None:
