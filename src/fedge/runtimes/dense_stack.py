@@ -51,16 +51,26 @@ def dense_layers(model: FlatModel) -> list[DenseLayer] | None:
     return layers
 
 
-def dense_forward(layers: list[DenseLayer], params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Logits [M, B, classes] of device m's parameters `params[m]` on its inputs `x[m]`."""
+def _forward(layers: list[DenseLayer], params: torch.Tensor, x: torch.Tensor,
+             record: bool) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+    """Logits [M, B, classes]; with `record`, each layer's input and pre-activation for the backward pass."""
     m, b = x.shape[:2]
     h = x.reshape(m, b, -1)
+    inputs: list[torch.Tensor] = []
+    pre_activations: list[torch.Tensor] = []
     for layer in layers:
         w = params[:, layer.weight].view(m, layer.out_features, layer.in_features)
-        h = torch.baddbmm(params[:, layer.bias].unsqueeze(1), h, w.transpose(1, 2))
-        if layer.relu:
-            h = torch.relu(h)
-    return h
+        z = torch.baddbmm(params[:, layer.bias].unsqueeze(1), h, w.transpose(1, 2))
+        if record:
+            inputs.append(h)
+            pre_activations.append(z)
+        h = torch.relu(z) if layer.relu else z
+    return h, inputs, pre_activations
+
+
+def dense_forward(layers: list[DenseLayer], params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Logits [M, B, classes] of device m's parameters `params[m]` on its inputs `x[m]`."""
+    return _forward(layers, params, x, record=False)[0]
 
 
 def dense_grad_and_loss(layers: list[DenseLayer], params: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
@@ -69,15 +79,8 @@ def dense_grad_and_loss(layers: list[DenseLayer], params: torch.Tensor, x: torch
 
     `params` [M, d] flat rows, `x` [M, B, ...], `y` [M, B] labels, `weight` [M, B] (0 for padding).
     """
-    m, b = y.shape
-    h = x.reshape(m, b, -1)
-    inputs, pre_activations = [], []
-    for layer in layers:
-        w = params[:, layer.weight].view(m, layer.out_features, layer.in_features)
-        z = torch.baddbmm(params[:, layer.bias].unsqueeze(1), h, w.transpose(1, 2))
-        inputs.append(h)
-        pre_activations.append(z)
-        h = torch.relu(z) if layer.relu else z
+    m = y.shape[0]
+    h, inputs, pre_activations = _forward(layers, params, x, record=True)
     log_probs = torch.log_softmax(h, dim=2)
     scale = weight / weight.sum(dim=1, keepdim=True).clamp_min(1.0)  # [M, B]
     picked = log_probs.gather(2, y.unsqueeze(2)).squeeze(2)

@@ -35,6 +35,7 @@ class _Base:
     def __init__(self, model: FlatModel, devices: list[DeviceData], cfg: TrainConfig) -> None:
         self.model = model
         self.cfg = cfg
+        self.layers = dense_layers(model)  # Linear/ReLU stacks get hand-written batched kernels, else None
         self.train_data = Stacked([d.x_train for d in devices], [d.y_train for d in devices])
         self.splits = {
             "val": Stacked([d.x_val for d in devices], [d.y_val for d in devices]),
@@ -66,8 +67,7 @@ class _Base:
         n = bank.shape[0]
         correct, loss_sum = torch.zeros(n), torch.zeros(n)
         sizes = torch.tensor(data.sizes, dtype=torch.float32)
-        layers = dense_layers(self.model)
-        forward = (functools.partial(dense_forward, layers) if layers is not None
+        forward = (functools.partial(dense_forward, self.layers) if self.layers is not None
                    else vmap(self.model.forward))
         # Largest first: a chunk then holds devices of similar size (heavy-tailed sizes waste little padding) and the
         # devices with samples left at offset `first` are a prefix of the chunk.
@@ -188,9 +188,8 @@ class BatchedTrainer(_Base):
     def __init__(self, model: FlatModel, devices: list[DeviceData], cfg: TrainConfig, chunk: int = 0) -> None:
         super().__init__(model, devices, cfg)
         self.chunk = chunk or default_chunk(model)
-        layers = dense_layers(model)
         # Linear/ReLU stacks: hand-written batched matrix products (dense_stack.py); anything else: vmap(grad).
-        self._grad = (functools.partial(dense_grad_and_loss, layers) if layers is not None
+        self._grad = (functools.partial(dense_grad_and_loss, self.layers) if self.layers is not None
                       else vmap(grad_and_value(self._loss)))
 
     def train_all(self, bank: torch.Tensor, masks: torch.Tensor, momentum: torch.Tensor | None,
