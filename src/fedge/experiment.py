@@ -43,7 +43,9 @@ class TrainConfig:
     momentum: float = 0.0
     weight_decay: float = 0.0
     batched: Literal["auto", "on", "off"] = "auto"  # train many devices at once with vmap (small models)
-    threads: int = 0  # torch intra-op threads; 0 = auto (1 for models under 200k parameters, else torch's default)
+    # CPU threads; 0 = auto. The sequential trainer (convolutional models) trains this many devices at once, one per
+    # thread (auto: every core); other work uses torch's intra-op threads (auto: 1 under 200k parameters)
+    threads: int = 0
 
     def validate(self) -> None:
         check(self.epochs >= 1, f"train.epochs: must be >= 1, got {self.epochs}")

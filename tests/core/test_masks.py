@@ -32,6 +32,24 @@ def test_pruning_only_removes_and_regrow_restores_density() -> None:
     assert density(grown).tolist() == [0.5, 0.5]
 
 
+def test_regrow_picks_the_same_coordinates_as_a_full_row_sort() -> None:
+    """Only rows below their target are sorted, but the noise is drawn for every row, so the choice is the one a
+    sort of every row makes (the stream and each row's draw are unchanged)."""
+    g = torch.Generator().manual_seed(2)
+    mask = torch.rand(12, 90, generator=g) < 0.4
+    mask[::3] = True  # rows at (above) their target: unchanged
+    target = torch.full((12,), 0.6)
+    grown = regrow(mask, [(0, 90)], target, torch.Generator().manual_seed(7))
+    noise = torch.rand(12, 90, generator=torch.Generator().manual_seed(7)).masked_fill(mask, -1.0)
+    order = torch.sort(noise, dim=1, descending=True, stable=True).indices
+    missing = (kept_count(90, 0.6) - mask.sum(dim=1)).clamp_min(0)
+    reference = mask.clone()
+    for i in range(12):
+        reference[i, order[i, : int(missing[i])]] = True
+    assert torch.equal(grown, reference)
+    assert torch.equal(grown[::3], mask[::3])
+
+
 def test_schedule_ramps_linearly_to_target() -> None:
     target = torch.tensor([0.5, 0.2])
     steps = [scheduled_density(target, torch.tensor([p, p]), 4).tolist() for p in range(6)]

@@ -100,3 +100,26 @@ def test_batched_local_training_equals_training_each_user_alone(tiny, tiny_confi
             assert torch.allclose(together.item[pairs.client == b], alone.item, atol=1e-5)
             for name, t in together.dense.items():
                 assert torch.allclose(t[b], alone.dense[name][0], atol=1e-5)
+
+
+def test_dense_lr_sets_only_the_dense_tensors_step(tiny, tiny_config, tmp_path) -> None:
+    """With Adam the first step moves every coordinate by about its group's lr: item rows by `lr` whatever
+    `dense_lr` is, the MLP by `dense_lr`."""
+    cfg = tiny_config(tmp_path)
+    _, data = prepare(cfg, tiny)
+    model = Context(cfg, data).model("neumf")
+    gen = torch.Generator().manual_seed(0)
+    shared, user_rows = model.init_shared(data.num_items, gen), model.init_user(data.num_users, gen)
+    batch = make_batch(data, torch.tensor([1, 4]), 4, torch.Generator().manual_seed(3))
+    pairs = make_pairs(batch.client, batch.item, data.num_items)
+    moved = {}
+    for dense_lr in (0.0, 1e-4):
+        copies = make_copies(user_rows[batch.users], shared, pairs)
+        train_copies(model, copies, batch, pairs, protocol="implicit", epochs=1, batches=1, lr=0.05, l2=0.0,
+                     generator=torch.Generator().manual_seed(0), eps=1e-12, dense_lr=dense_lr)
+        moved[dense_lr] = ((copies.item - shared["item"][pairs.item]).abs().max(),
+                           (copies.dense["w0"] - shared["w0"]).abs().max())
+    assert torch.isclose(moved[0.0][0], torch.tensor(0.05), rtol=1e-3)
+    assert torch.isclose(moved[1e-4][0], moved[0.0][0])
+    assert torch.isclose(moved[0.0][1], torch.tensor(0.05), rtol=1e-3)
+    assert torch.isclose(moved[1e-4][1], torch.tensor(1e-4), rtol=1e-3)

@@ -30,7 +30,7 @@ def keep_largest(values: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         cutoff = torch.kthvalue(block, size - count + 1, dim=1, keepdim=True).values
         kept = block >= cutoff
         # rows with more entries equal to the cut-off than room for them
-        tied = torch.nonzero(kept.view(torch.uint8).sum(dim=1, dtype=torch.int64) > count).flatten()
+        tied = torch.nonzero(kept.view(torch.uint8).sum(dim=1, dtype=torch.int32) > count).flatten()
         if len(tied):
             sub, cut = block[tied], cutoff[tied]
             above = sub > cut
@@ -72,16 +72,17 @@ def regrow(mask: torch.Tensor, groups: list[tuple[int, int]], density: torch.Ten
         size = stop - start
         block = grown[:, start:stop]
         target = torch.tensor([kept_count(size, float(r)) for r in density], device=mask.device)
-        missing = (target - block.view(torch.uint8).sum(dim=1, dtype=torch.int64)).clamp_min(0)
+        missing = (target - block.view(torch.uint8).sum(dim=1, dtype=torch.int32)).clamp_min(0)
         if int(missing.max()) == 0:
             continue
-        noise = torch.rand(n, size, generator=generator).to(mask.device)
-        noise = torch.where(block, torch.full_like(noise, -1.0), noise)
-        order = torch.sort(noise, dim=1, descending=True, stable=True).indices
-        ranks = torch.arange(size, device=mask.device).expand(n, size)
-        add = torch.zeros_like(block)
-        add.scatter_(1, order, ranks < missing[:, None])
-        grown[:, start:stop] = block | add
+        noise = torch.rand(n, size, generator=generator).to(mask.device)  # drawn for every row: same stream
+        rows = torch.nonzero(missing > 0).flatten()  # only rows below their target are sorted
+        sub = block[rows]
+        order = torch.sort(noise[rows].masked_fill(sub, -1.0), dim=1, descending=True, stable=True).indices
+        ranks = torch.arange(size, device=mask.device).expand(len(rows), size)
+        add = torch.zeros_like(sub)
+        add.scatter_(1, order, ranks < missing[rows, None])
+        grown[rows, start:stop] = sub | add
     return grown
 
 

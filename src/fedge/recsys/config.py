@@ -43,6 +43,7 @@ class TrainConfig:
     user_epochs: int = 0  # epochs fitting only the private user row to the downloaded model, before local_epochs
     local_batches: int = 4  # local minibatches per epoch (each client's data split this many ways)
     lr: float = 0.01  # local learning rate
+    dense_lr: float = 0.0  # local learning rate of the dense shared tensors (NeuMF's MLP and output); 0 = lr
     local_optimizer: Literal["adam", "sgd"] = "adam"
     adam_eps: float = 1e-8  # Adam's epsilon, local and centralized (larger: small gradients take small steps)
     l2: float = 0.0
@@ -65,6 +66,7 @@ class TrainConfig:
         check(self.user_epochs >= 0, f"user_epochs: must be >= 0, got {self.user_epochs}")
         check(self.local_batches >= 1, f"local_batches: must be >= 1, got {self.local_batches}")
         check(self.lr > 0, f"lr: must be > 0, got {self.lr}")
+        check(self.dense_lr >= 0, f"dense_lr: must be >= 0, got {self.dense_lr}")
         check(self.adam_eps > 0, f"adam_eps: must be > 0, got {self.adam_eps}")
         check(self.l2 >= 0, f"l2: must be >= 0, got {self.l2}")
         check(self.server_lr > 0, f"server_lr: must be > 0, got {self.server_lr}")

@@ -120,13 +120,16 @@ def minibatch_ids(client: torch.Tensor, num_clients: int, batches: int, generato
 
 def train_copies(model: Model, copies: Copies, batch: RoundBatch, pairs: Pairs, *, protocol: str, epochs: int,
                  batches: int, lr: float, l2: float, generator: torch.Generator, optimizer: str = "adam",
-                 user_epochs: int = 0, eps: float = 1e-8) -> float:
+                 user_epochs: int = 0, eps: float = 1e-8, dense_lr: float = 0.0) -> float:
     """Local training of all copies at once for `epochs` × `batches` steps; returns the mean last-epoch loss.
 
     `adam`: each client minimises its mean loss with its own Adam (state reset every round).
     `sgd`: plain SGD where each item row takes the summed gradient of its own examples (per-example SGD, as in
     centralized MF) and the user row and dense tensors the client-mean gradient, so gradient magnitudes — small
     for examples already scored well — survive, which a freshly reset Adam (≈ sign descent) discards.
+    `dense_lr` (0: `lr`) is the step of the dense shared tensors (MLP, output layer): every client moves them, so
+    their averaged update is the sum of many freshly reset Adams' near-sign steps and wants a smaller step than the
+    rows, which each client moves only where it has data.
     `user_epochs` first fits the user row alone to the freshly downloaded (frozen) shared model, so that the private
     row tracks the global item table rather than only the client's own drifting copies.
     """
@@ -144,7 +147,11 @@ def train_copies(model: Model, copies: Copies, batch: RoundBatch, pairs: Pairs, 
                 loss.backward()
                 user_opt.step()
     params = [t.requires_grad_(True) for t in copies.tensors()]
-    optimiser = torch.optim.Adam(params, lr=lr, eps=eps, fused=True) if optimizer == "adam" else None
+    step_sizes = [lr, lr] + [dense_lr or lr] * len(copies.dense)
+    optimiser = None
+    if optimizer == "adam":
+        groups = [{"params": [p], "lr": size} for p, size in zip(params, step_sizes, strict=True)]
+        optimiser = torch.optim.Adam(groups, lr=lr, eps=eps, fused=True)
     num_clients = len(batch.users)
     last = 0.0
     for _ in range(epochs):
@@ -163,10 +170,10 @@ def train_copies(model: Model, copies: Copies, batch: RoundBatch, pairs: Pairs, 
                 grads = torch.autograd.grad(loss, params)
                 counts = torch.bincount(batch.client[sel], minlength=num_clients).clamp_min(1).to(loss.dtype)
                 with torch.no_grad():
-                    for n, (t, g) in enumerate(zip(params, grads, strict=True)):
+                    for n, (t, g, size) in enumerate(zip(params, grads, step_sizes, strict=True)):
                         # client-mean loss -> item rows scaled back to the per-example (summed) gradient
                         scale = counts[pairs.client][:, None] if n == 1 else 1.0
-                        t.sub_(lr * g * scale)
+                        t.sub_(size * g * scale)
             total += float(loss.detach()) / num_clients
         last = total / batches
     for t in params:

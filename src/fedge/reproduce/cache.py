@@ -95,6 +95,7 @@ def run_cell(cell: Cell, cache_folder: str, tick: Callable[[], None] | None = No
         raise ConfigError("fedge's engine source changed while this run was going; run the command again to "
                           "compute the remaining cells with the new code (finished cells are kept)")
     config = build(ExperimentConfig, cell.config)
+    config.train.threads = 1  # the pool runs cells side by side, one core each (results do not depend on it)
     started, cpu_started = time.perf_counter(), time.process_time()
     setup = _setup_for(config)
 

@@ -44,8 +44,9 @@ def _task(cell: Cell, folder: str) -> float:
 
 def default_workers() -> int:
     """The CPU cores this process may use (its affinity mask where the OS has one)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, cores or 1)
+    from fedge.runtimes.device_threads import available_cores
+
+    return available_cores()
 
 
 def run_grid(cells: list[Cell], cache: CellCache, workers: int, progress: bool = True) -> PoolStats:

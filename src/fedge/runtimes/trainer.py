@@ -14,7 +14,6 @@ gradient and, being zero, stay exactly zero), optional momentum, then x â† x âˆ
 
 from __future__ import annotations
 
-import copy
 import functools
 from collections.abc import Callable
 
@@ -27,6 +26,7 @@ from fedge.experiment import TrainConfig
 from fedge.models.flat import FlatModel
 from fedge.runtimes.batches import Stacked, batch_plan
 from fedge.runtimes.dense_stack import dense_forward, dense_grad_and_loss, dense_layers
+from fedge.runtimes.device_threads import Replica, available_cores, for_each_on_threads
 
 Penalty = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -91,22 +91,17 @@ class _Base:
 
 
 class SequentialTrainer(_Base):
-    """One device at a time: the reference implementation, and the fast one for large models.
+    """Device by device: the reference implementation, and the fast one for convolutional and large models.
 
-    The module is copied once and its parameters are re-pointed at one flat working buffer (and their gradients at
-    one flat gradient buffer), so each step is a plain `module(x)` forward/backward, as in a hand-written PyTorch
-    loop, followed by one SGD update on the flat vector: no per-step `functional_call` re-parametrisation.
+    Each device trains through a `Replica` (a module copy whose parameters view one flat working buffer), so each
+    step is a plain `module(x)` forward/backward, as in a hand-written PyTorch loop, followed by one SGD update on
+    the flat vector. With `workers` > 1, that many devices train at once, one per thread (`device_threads.py`);
+    the result does not depend on `workers`.
     """
 
-    def __init__(self, model: FlatModel, devices: list[DeviceData], cfg: TrainConfig) -> None:
+    def __init__(self, model: FlatModel, devices: list[DeviceData], cfg: TrainConfig, workers: int = 1) -> None:
         super().__init__(model, devices, cfg)
-        self.module = copy.deepcopy(model.module)
-        self.work = torch.zeros(model.dim)
-        self.grad = torch.zeros(model.dim)
-        for s, p in zip(model.slices, self.module.parameters()):
-            p.data = self.work[s.start:s.stop].view(s.shape)
-            p.requires_grad_(True)
-            p.grad = self.grad[s.start:s.stop].view(s.shape)
+        self.replicas = [Replica(model) for _ in range(max(1, workers))]
 
     @torch.no_grad()
     def evaluate_all(self, bank: torch.Tensor, split: str = "test", chunk: int = 256,
@@ -117,16 +112,20 @@ class SequentialTrainer(_Base):
         n = bank.shape[0]
         correct, loss_sum = torch.zeros(n), torch.zeros(n)
         offsets = data.offsets.tolist()
-        for device in range(n):
+
+        def evaluate(replica: Replica, device: int) -> None:
             size = data.sizes[device]
-            if size == 0:
-                continue
-            self.work.copy_(bank[device])
-            for first in range(0, size, block):
-                rows = slice(offsets[device] + first, offsets[device] + min(first + block, size))
-                logits = self.module(data.x[rows])
-                correct[device] += float((logits.argmax(dim=1) == data.y[rows]).sum())
-                loss_sum[device] += float(F.cross_entropy(logits, data.y[rows], reduction="sum"))
+            hits, total = 0.0, 0.0
+            with torch.no_grad():  # grad mode is per thread: set it in the worker
+                replica.work.copy_(bank[device])
+                for first in range(0, size, block):
+                    rows = slice(offsets[device] + first, offsets[device] + min(first + block, size))
+                    logits = replica.module(data.x[rows])
+                    hits += float((logits.argmax(dim=1) == data.y[rows]).sum())
+                    total += float(F.cross_entropy(logits, data.y[rows], reduction="sum"))
+            correct[device], loss_sum[device] = hits, total
+
+        for_each_on_threads([d for d in range(n) if data.sizes[d] > 0], evaluate, self.replicas)
         return _per_sample(correct, loss_sum, torch.tensor(data.sizes, dtype=torch.float32))
 
     def _step(self, x: torch.Tensor, grad: torch.Tensor, keep: torch.Tensor | None, ids: torch.Tensor,
@@ -150,28 +149,33 @@ class SequentialTrainer(_Base):
                           self.cfg.batch_size, generator)
         losses = torch.zeros(len(devices))
         data, offsets = self.train_data, self.train_data.offsets.tolist()
-        for row, device in enumerate(devices.tolist()):
-            self.work.copy_(bank[device])
+
+        def train(replica: Replica, job: tuple[int, int]) -> None:
+            row, device = job
+            work, grad = replica.work, replica.grad
+            work.copy_(bank[device])
             keep = masks[device]
             dense = bool(keep.all())
-            keep = keep.to(self.work.dtype)
+            keep = keep.to(work.dtype)
             ids = torch.tensor([device])
             buf = momentum[device].clone() if momentum is not None else None
             total, steps = 0.0, 0
             for local in plan.device(row):
                 local = local[local >= 0]
                 index = local + offsets[device]
-                self.grad.zero_()
-                loss = F.cross_entropy(self.module(data.x[index]), data.y[index])
+                grad.zero_()
+                loss = F.cross_entropy(replica.module(data.x[index]), data.y[index])
                 loss.backward()
                 with torch.no_grad():
-                    self._step(self.work, self.grad, None if dense else keep, ids, penalty, buf)
+                    self._step(work, grad, None if dense else keep, ids, penalty, buf)
                 total += float(loss.detach())
                 steps += 1
-            bank[device] = self.work
+            bank[device] = work
             if momentum is not None and buf is not None:
                 momentum[device] = buf
             losses[row] = total / max(steps, 1)
+
+        for_each_on_threads(list(enumerate(devices.tolist())), train, self.replicas)
         return losses
 
 
@@ -257,10 +261,18 @@ def choose_batched(model: FlatModel, cfg: TrainConfig) -> bool:
 
 
 def make_trainer(model: FlatModel, devices: list[DeviceData], cfg: TrainConfig) -> SequentialTrainer | BatchedTrainer:
-    """The trainer `cfg.batched` asks for (see `choose_batched`); sets torch's intra-op threads (`train.threads`,
-    0 = one thread for models under 200k parameters, where more threads only add synchronisation)."""
+    """The trainer `cfg.batched` asks for (see `choose_batched`).
+
+    `train.threads` (0 = auto) sets two things. The sequential trainer trains that many devices at once, one per
+    thread with one intra-op thread each (auto: every core this process may use); measured on LeNet-5 this is about
+    1.5x faster than one device at a time on two intra-op threads (docs/performance.md). Everything else (the batched
+    trainer, selection, pruning, mixing) runs on torch's intra-op threads: `train.threads`, or auto one thread for
+    models under 200k parameters (more only add synchronisation) and torch's default above.
+    """
     small = model.dim < 200_000
     if cfg.threads or small:
         torch.set_num_threads(cfg.threads or 1)
-    batched = choose_batched(model, cfg)
-    return BatchedTrainer(model, devices, cfg) if batched else SequentialTrainer(model, devices, cfg)
+    if choose_batched(model, cfg):
+        return BatchedTrainer(model, devices, cfg)
+    return SequentialTrainer(model, devices, cfg, workers=cfg.threads or available_cores())
+

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 import torch
@@ -47,14 +48,15 @@ class NeighbourRegularizer:
 
         # Prepared lazily for the devices a trainer asks for ([M, k, d] tensors: for all 500 LeNet devices at once
         # that is ~1 GB), and kept while the same devices (or a prefix of them, as batched devices finish) ask again.
-        last: list[torch.Tensor | regularizer.PreparedReferences | None] = [None, None]
+        # One cache per thread: the sequential trainer trains several devices at once on threads.
+        per_thread = threading.local()
 
         def grad(x: torch.Tensor, devices: torch.Tensor) -> torch.Tensor:
-            ids, cached = last
+            ids, cached = getattr(per_thread, "last", (None, None))
             n = len(devices)
             if not isinstance(ids, torch.Tensor) or n > len(ids) or not torch.equal(devices, ids[:n]):
                 ids, cached = devices.clone(), prepare(devices)
-                last[:] = [ids, cached]
+                per_thread.last = (ids, cached)
             assert isinstance(cached, regularizer.PreparedReferences)
             rows = cached if n == len(ids) else regularizer.PreparedReferences(*(t[:n] for t in cached))
             return lam * regularizer.prepared_gradient(x, rows, sigma)

@@ -50,7 +50,7 @@ class FederatedRecommender:
         loss = train_copies(self.model, copies, batch, pairs, protocol=data.protocol, epochs=train.local_epochs,
                             batches=train.local_batches, lr=train.lr, l2=train.l2, generator=generator,
                             optimizer=train.local_optimizer, user_epochs=train.user_epochs,
-                            eps=train.adam_eps)
+                            eps=train.adam_eps, dense_lr=train.dense_lr)
         state.user[users] = copies.user.detach()  # stays on the device
         item_delta = copies.item.detach() - state.shared["item"][pairs.item]
         dense_delta = {k: v.detach() - state.shared[k] for k, v in copies.dense.items()}
