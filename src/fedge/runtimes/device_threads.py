@@ -84,8 +84,14 @@ def for_each_on_threads(items: Sequence[Item], work: Callable[[Replica, Item], N
         threads = [threading.Thread(target=loop, args=(replicas[w],), daemon=True) for w in range(workers)]
         for thread in threads:
             thread.start()
-        for thread in threads:
-            thread.join()
+        try:
+            for thread in threads:
+                thread.join()
+        except BaseException as interrupt:  # Ctrl-C while waiting: let every thread finish its device, then stop
+            errors.append(interrupt)
+            for thread in threads:
+                thread.join()
+            raise
     if errors:
         raise errors[0]
 
