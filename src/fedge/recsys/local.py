@@ -127,9 +127,8 @@ def train_copies(model: Model, copies: Copies, batch: RoundBatch, pairs: Pairs, 
     `sgd`: plain SGD where each item row takes the summed gradient of its own examples (per-example SGD, as in
     centralized MF) and the user row and dense tensors the client-mean gradient, so gradient magnitudes — small
     for examples already scored well — survive, which a freshly reset Adam (≈ sign descent) discards.
-    `dense_lr` (0: `lr`) is the step of the dense shared tensors (MLP, output layer): every client moves them, so
-    their averaged update is the sum of many freshly reset Adams' near-sign steps and wants a smaller step than the
-    rows, which each client moves only where it has data.
+    `dense_lr` (0: `lr`) is the step of the dense shared tensors (MLP, output layer), which every client moves,
+    unlike the rows. For fedncf on ml-latest-small no value other than `lr` helped (docs/recsys.md, third pass).
     `user_epochs` first fits the user row alone to the freshly downloaded (frozen) shared model, so that the private
     row tracks the global item table rather than only the client's own drifting copies.
     """

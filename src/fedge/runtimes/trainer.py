@@ -103,7 +103,6 @@ class SequentialTrainer(_Base):
         super().__init__(model, devices, cfg)
         self.replicas = [Replica(model) for _ in range(max(1, workers))]
 
-    @torch.no_grad()
     def evaluate_all(self, bank: torch.Tensor, split: str = "test", chunk: int = 256,
                      block: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
         """As `_Base.evaluate_all`, device by device through the plain module: for convolutional models this is
