@@ -92,3 +92,55 @@ def test_local_training_options_change_training(tiny, tiny_config, tmp_path) -> 
         assert torch.isfinite(state.shared["item"]).all()
         tables.append(state.shared["item"].clone())
     assert not torch.allclose(tables[0], tables[1]) and not torch.allclose(tables[0], tables[2])
+
+
+def _fit_loss(algo, state, data, users) -> float:
+    """Mean training loss of `users` under `state`, on fixed negatives."""
+    from fedge.recsys.local import client_mean_loss, make_batch, make_copies, make_pairs
+
+    batch = make_batch(data, users, 4, torch.Generator().manual_seed(9))
+    pairs = make_pairs(batch.client, batch.item, data.num_items)
+    copies = make_copies(state.user[users], state.shared, pairs, expand_dense=False)
+    with torch.no_grad():
+        return float(client_mean_loss(algo.model, copies, batch, pairs, torch.arange(len(batch.item)),
+                                      data.protocol, 0.0)) / len(users)
+
+
+@pytest.mark.parametrize("algorithm", ["fedmf", "fedncf", "dfedncf"])
+def test_eval_refit_fits_user_rows_without_touching_training(tiny, tiny_config, tmp_path, algorithm: str) -> None:
+    from fedge.recsys.algorithms.base import Context
+    from fedge.recsys.runner import prepare
+
+    cfg = tiny_config(tmp_path, algorithm=algorithm, train__eval_user_epochs=20, train__lr=0.05)
+    _, data = prepare(cfg, tiny)
+    algo = ALGORITHMS[algorithm](Context(cfg, data))
+    state = algo.init_state(torch.Generator().manual_seed(0))
+    algo.server_aggregate(state, algo.client_round(state, torch.arange(data.num_users),
+                                                   torch.Generator().manual_seed(1)))
+    if algorithm.startswith("dfed"):  # score each user against its own edge's model
+        view = algo.edge_state
+    else:
+        def view(s, _edge):
+            return s
+    before = state.user.clone()
+    shared_before = {k: v.clone() for k, v in state.shared.items()}
+    scoring = algo.scoring_state(state, torch.Generator().manual_seed(4))
+    assert torch.equal(state.user, before)  # the training state is untouched
+    assert all(torch.equal(state.shared[k], v) for k, v in shared_before.items())
+    assert scoring.shared is state.shared and not torch.allclose(scoring.user, before)
+    for edge in range(cfg.decentralized.num_edges if algorithm.startswith("dfed") else 1):
+        users = (torch.nonzero(algo.edge_of_user == edge).flatten() if algorithm.startswith("dfed")
+                 else torch.arange(data.num_users))
+        refit = _fit_loss(algo, view(scoring, edge), data, users)
+        assert refit < _fit_loss(algo, view(state, edge), data, users)
+    off = ALGORITHMS[algorithm](Context(tiny_config(tmp_path, algorithm=algorithm), data))
+    assert off.scoring_state(state, torch.Generator()) is state
+
+
+def test_eval_refit_leaves_the_training_trajectory_alone(tiny, tiny_config, tmp_path) -> None:
+    plain = run(tiny_config(tmp_path / "a", algorithm="fedncf", train__rounds=3), tiny)
+    refit = run(tiny_config(tmp_path / "b", algorithm="fedncf", train__rounds=3, train__eval_user_epochs=3), tiny)
+    losses = [[r["loss"] for r in read_jsonl(p / "metrics.jsonl")] for p in (tmp_path / "a/run", tmp_path / "b/run")]
+    assert losses[0] == losses[1] and plain["mb_up"] == refit["mb_up"]
+    emb = [torch.load(p / "item_embeddings.pt")["item_embeddings"] for p in (tmp_path / "a/run", tmp_path / "b/run")]
+    assert torch.equal(emb[0], emb[1])

@@ -41,6 +41,9 @@ class TrainConfig:
     client_fraction: float = 1.0  # share of users taking part in a round
     local_epochs: int = 1
     user_epochs: int = 0  # epochs fitting only the private user row to the downloaded model, before local_epochs
+    # before scoring, each device refits a copy of its user row to the final downloaded model (fedmf/fedncf)
+    eval_user_epochs: int = 0
+    eval_user_lr: float = 0.0  # Adam step of that refit; 0 = lr
     local_batches: int = 4  # local minibatches per epoch (each client's data split this many ways)
     lr: float = 0.01  # local learning rate
     dense_lr: float = 0.0  # local learning rate of the dense shared tensors (NeuMF's MLP and output); 0 = lr
@@ -64,6 +67,8 @@ class TrainConfig:
         check(0 < self.client_fraction <= 1, f"client_fraction: must be in (0, 1], got {self.client_fraction}")
         check(self.local_epochs >= 1, f"local_epochs: must be >= 1, got {self.local_epochs}")
         check(self.user_epochs >= 0, f"user_epochs: must be >= 0, got {self.user_epochs}")
+        check(self.eval_user_epochs >= 0, f"eval_user_epochs: must be >= 0, got {self.eval_user_epochs}")
+        check(self.eval_user_lr >= 0, f"eval_user_lr: must be >= 0, got {self.eval_user_lr}")
         check(self.local_batches >= 1, f"local_batches: must be >= 1, got {self.local_batches}")
         check(self.lr > 0, f"lr: must be > 0, got {self.lr}")
         check(self.dense_lr >= 0, f"dense_lr: must be >= 0, got {self.dense_lr}")

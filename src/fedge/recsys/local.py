@@ -50,7 +50,7 @@ class Copies:
     user: torch.Tensor  # [B, du]
     item: torch.Tensor  # [P, di]
     dense: dict[str, torch.Tensor]  # name -> [B, ...] per client, or the tensor itself when `pooled`
-    pooled: bool = False  # centralized training: one copy shared by every example
+    pooled: bool = False  # one copy shared by every example (centralized training; fitting user rows only)
 
     def tensors(self) -> list[torch.Tensor]:
         return [self.user, self.item, *self.dense.values()]
@@ -74,8 +74,14 @@ def make_pairs(client: torch.Tensor, item: torch.Tensor, num_items: int) -> Pair
     return Pairs(keys // num_items, keys % num_items, inv)
 
 
-def make_copies(user_rows: torch.Tensor, shared: dict[str, torch.Tensor], pairs: Pairs) -> Copies:
+def make_copies(user_rows: torch.Tensor, shared: dict[str, torch.Tensor], pairs: Pairs,
+                expand_dense: bool = True) -> Copies:
+    """Per-client copies of the user rows and touched item rows; the dense tensors per client too, or (not
+    `expand_dense`, for fitting only the user rows) one pooled copy shared by every client."""
     num_clients = len(user_rows)
+    if not expand_dense:
+        dense = {k: v.clone() for k, v in shared.items() if k != "item"}
+        return Copies(user_rows.clone(), shared["item"][pairs.item].clone(), dense, pooled=True)
     dense = {k: v.unsqueeze(0).expand(num_clients, *v.shape).clone() for k, v in shared.items() if k != "item"}
     return Copies(user_rows.clone(), shared["item"][pairs.item].clone(), dense)
 
@@ -118,6 +124,32 @@ def minibatch_ids(client: torch.Tensor, num_clients: int, batches: int, generato
     return rank * batches // counts[client].clamp_min(1)
 
 
+def fit_user_rows(model: Model, copies: Copies, batch: RoundBatch, pairs: Pairs, *, protocol: str, steps: int,
+                  batches: int, lr: float, l2: float, generator: torch.Generator, eps: float = 1e-8) -> None:
+    """Fit only the private user rows (in place) to the frozen, freshly downloaded item rows and dense tensors:
+    `steps` Adam steps, each on one of `batches` local minibatches (a fresh split every `batches` steps).
+
+    A user row is a small convex-ish problem once the shared model is fixed, and every client solves its own:
+    Adam is coordinate-wise and the loss a sum over clients, so the stacked rows are fitted independently.
+    """
+    # Every client's dense copy is still the downloaded shared tensor here, so one pooled copy serves them all
+    # (a plain matmul instead of a per-client one: ~5x faster for NeuMF).
+    dense = copies.dense if copies.pooled else {k: v[0] for k, v in copies.dense.items()}
+    frozen = Copies(copies.user, copies.item.detach(), {k: v.detach() for k, v in dense.items()}, pooled=True)
+    frozen.user.requires_grad_(True)
+    optimiser = torch.optim.Adam([frozen.user], lr=lr, eps=eps, fused=True)
+    ids = torch.zeros(0, dtype=torch.long)
+    for step in range(steps):
+        if step % batches == 0:
+            ids = minibatch_ids(batch.client, len(batch.users), batches, generator)
+        loss = client_mean_loss(model, frozen, batch, pairs, torch.nonzero(ids == step % batches).flatten(),
+                                protocol, l2)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+    frozen.user.requires_grad_(False)
+
+
 def train_copies(model: Model, copies: Copies, batch: RoundBatch, pairs: Pairs, *, protocol: str, epochs: int,
                  batches: int, lr: float, l2: float, generator: torch.Generator, optimizer: str = "adam",
                  user_epochs: int = 0, eps: float = 1e-8, dense_lr: float = 0.0) -> float:
@@ -133,18 +165,8 @@ def train_copies(model: Model, copies: Copies, batch: RoundBatch, pairs: Pairs, 
     row tracks the global item table rather than only the client's own drifting copies.
     """
     if user_epochs > 0:
-        frozen = Copies(copies.user, copies.item.detach(), {k: v.detach() for k, v in copies.dense.items()},
-                        copies.pooled)
-        frozen.user.requires_grad_(True)
-        user_opt = torch.optim.Adam([frozen.user], lr=lr, eps=eps, fused=True)
-        for _ in range(user_epochs):
-            ids = minibatch_ids(batch.client, len(batch.users), batches, generator)
-            for step in range(batches):
-                loss = client_mean_loss(model, frozen, batch, pairs, torch.nonzero(ids == step).flatten(), protocol,
-                                        l2)
-                user_opt.zero_grad(set_to_none=True)
-                loss.backward()
-                user_opt.step()
+        fit_user_rows(model, copies, batch, pairs, protocol=protocol, steps=user_epochs * batches, batches=batches,
+                      lr=lr, l2=l2, generator=generator, eps=eps)
     params = [t.requires_grad_(True) for t in copies.tensors()]
     step_sizes = [lr, lr] + [dense_lr or lr] * len(copies.dense)
     optimiser = None
@@ -180,5 +202,5 @@ def train_copies(model: Model, copies: Copies, batch: RoundBatch, pairs: Pairs, 
     return last
 
 
-__all__ = ["Copies", "Pairs", "RoundBatch", "client_mean_loss", "example_losses", "make_batch", "make_copies",
-           "make_pairs", "minibatch_ids", "train_copies"]
+__all__ = ["Copies", "Pairs", "RoundBatch", "client_mean_loss", "example_losses", "fit_user_rows", "make_batch",
+           "make_copies", "make_pairs", "minibatch_ids", "train_copies"]

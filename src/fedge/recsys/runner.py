@@ -90,7 +90,8 @@ def run(cfg: RecsysConfig, ratings: Ratings | None = None, write: bool = True) -
                                       "mb_down": report.bytes_down / MB, "mb_peer": report.bytes_peer / MB,
                                       "mb_total": sum(totals.values()) / MB, **report.extra}
             if rnd % cfg.eval_every == 0 or rnd == cfg.train.rounds:
-                metrics = evaluate(algo, state, data, torch.Generator().manual_seed(cfg.seed + 2))
+                scoring = algo.scoring_state(state, torch.Generator().manual_seed(cfg.seed + 4))
+                metrics = evaluate(algo, scoring, data, torch.Generator().manual_seed(cfg.seed + 2))
                 record.update(metrics)
             if writer is not None:
                 writer.write(record)
@@ -106,7 +107,8 @@ def run(cfg: RecsysConfig, ratings: Ratings | None = None, write: bool = True) -
         "mean_round_s": sum(round_times) / len(round_times), "config": to_dict(cfg),
     }
     if write:
-        export(algo, state, data, ratings, cfg, out, torch.Generator().manual_seed(cfg.seed + 3))
+        scoring = algo.scoring_state(state, torch.Generator().manual_seed(cfg.seed + 4))
+        export(algo, scoring, data, ratings, cfg, out, torch.Generator().manual_seed(cfg.seed + 3))
         atomic_write_json(out / "summary.json", summary)
     return summary
 

@@ -1,9 +1,10 @@
 """The contract every recommendation algorithm follows, and the state it trains.
 
 A round is `uploads = client_round(state, users, gen)` (all `users` train at once, batched) followed by
-`server_aggregate(state, uploads)`. `predict(state, user, item, gen)` scores (user, item) pairs for evaluation and
-the top-K export. Private user rows live in `state.user` only to simulate the devices' storage: no algorithm copies
-them into an upload.
+`server_aggregate(state, uploads)`. `scoring_state(state, gen)` is the state the devices score with — the training
+state itself, or one whose private parts each device first refits to the downloaded model — and
+`predict(state, user, item, gen)` scores (user, item) pairs with it, for evaluation and the top-K export.
+Private user rows live in `state.user` only to simulate the devices' storage: no algorithm copies them into an upload.
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ class RecAlgorithm(Protocol):
     def client_round(self, state: RecState, users: torch.Tensor, generator: torch.Generator) -> Uploads | None: ...
 
     def server_aggregate(self, state: RecState, uploads: Uploads | None) -> RoundReport: ...
+
+    def scoring_state(self, state: RecState, generator: torch.Generator) -> RecState: ...
 
     def predict(self, state: RecState, user: torch.Tensor, item: torch.Tensor,
                 generator: torch.Generator) -> torch.Tensor: ...

@@ -57,6 +57,9 @@ class Centralized:
     def server_aggregate(self, state: RecState, uploads: None) -> RoundReport:
         return RoundReport(loss=self._last_loss)
 
+    def scoring_state(self, state: RecState, generator: torch.Generator) -> RecState:
+        return state  # user rows were trained jointly with the model: nothing to refit
+
     def predict(self, state: RecState, user: torch.Tensor, item: torch.Tensor,
                 generator: torch.Generator) -> torch.Tensor:
         assert state.user is not None

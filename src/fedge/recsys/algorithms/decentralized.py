@@ -102,6 +102,18 @@ class Decentralized:
         return RoundReport(bytes_up=up, bytes_down=down, bytes_peer=peer, loss=sum(losses) / max(len(losses), 1),
                            extra={"mean_neighbours": float(neighbours.sum(1).float().mean())})
 
+    def scoring_state(self, state: RecState, generator: torch.Generator) -> RecState:
+        """As `FederatedRecommender.scoring_state`, each user refitting against its own edge's model."""
+        if self.ctx.cfg.train.eval_user_epochs == 0:
+            return state
+        assert state.user is not None
+        user = state.user.clone()
+        for edge in range(self.ctx.cfg.decentralized.num_edges):
+            mine = torch.nonzero(self.edge_of_user == edge).flatten()
+            if len(mine):
+                user[mine] = self.inner.refit_user_rows(self.edge_state(state, edge), mine, generator)
+        return RecState(state.shared, user)
+
     def predict(self, state: RecState, user: torch.Tensor, item: torch.Tensor,
                 generator: torch.Generator) -> torch.Tensor:
         out = torch.empty(len(user))

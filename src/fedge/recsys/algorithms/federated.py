@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from fedge.recsys.algorithms.base import Context, RecState, RoundReport, predict_with
-from fedge.recsys.local import make_batch, make_copies, make_pairs, train_copies
+from fedge.recsys.local import fit_user_rows, make_batch, make_copies, make_pairs, train_copies
 from fedge.recsys.models import Model
 from fedge.recsys.server_opt import ServerOptimizer
 from fedge.recsys.wire import Uploads, aggregate, download_bytes
@@ -64,6 +64,28 @@ class FederatedRecommender:
         self.server_optimizer(state).step(state.shared, item_mean, item_count, dense_mean)
         return RoundReport(bytes_up=sent, bytes_down=download_bytes(uploads, train.value_dtype),
                            loss=uploads.loss)
+
+    def refit_user_rows(self, state: RecState, users: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Each of `users` refits a copy of its private row to the current shared model on its own training data
+        (fresh negatives; `eval_user_epochs` epochs at `eval_user_lr`), on its device, batched over users."""
+        data, train = self.ctx.data, self.ctx.cfg.train
+        assert state.user is not None
+        batch = make_batch(data, users, self.ctx.cfg.data.num_negatives, generator)
+        pairs = make_pairs(batch.client, batch.item, data.num_items)
+        copies = make_copies(state.user[users], state.shared, pairs, expand_dense=False)
+        fit_user_rows(self.model, copies, batch, pairs, protocol=data.protocol,
+                      steps=train.eval_user_epochs * train.local_batches, batches=train.local_batches,
+                      lr=train.eval_user_lr or train.lr, l2=train.l2, generator=generator, eps=train.adam_eps)
+        return copies.user
+
+    def scoring_state(self, state: RecState, generator: torch.Generator) -> RecState:
+        """Training rows as they are, or (`eval_user_epochs` > 0) refitted copies: a user row last moved together
+        with the client's own drifting copies of the shared model, not with the averaged model it now scores with.
+        The training state is not touched, so results do not depend on how often a run evaluates."""
+        if self.ctx.cfg.train.eval_user_epochs == 0:
+            return state
+        users = torch.arange(self.ctx.data.num_users)
+        return RecState(state.shared, self.refit_user_rows(state, users, generator))
 
     def predict(self, state: RecState, user: torch.Tensor, item: torch.Tensor,
                 generator: torch.Generator) -> torch.Tensor:

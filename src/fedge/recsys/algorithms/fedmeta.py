@@ -93,6 +93,9 @@ class FedMeta:
             state.shared[name].add_(delta, alpha=train.server_lr)
         return RoundReport(bytes_up=sent, bytes_down=download_bytes(uploads, train.value_dtype), loss=uploads.loss)
 
+    def scoring_state(self, state: RecState, generator: torch.Generator) -> RecState:
+        return state  # the per-user adaptation (`eval_steps`) happens inside `predict`, query by query
+
     def predict(self, state: RecState, user: torch.Tensor, item: torch.Tensor,
                 generator: torch.Generator, max_queries: int = 1 << 17) -> torch.Tensor:
         """Adapt the initialisation on each queried user's own training data, then score its pairs."""
