@@ -133,7 +133,7 @@ def fit_user_rows(model: Model, copies: Copies, batch: RoundBatch, pairs: Pairs,
     Adam is coordinate-wise and the loss a sum over clients, so the stacked rows are fitted independently.
     """
     # Every client's dense copy is still the downloaded shared tensor here, so one pooled copy serves them all
-    # (a plain matmul instead of a per-client one: ~5x faster for NeuMF).
+    # (a plain matmul instead of a per-client one: 1.04 -> 0.40 s per quarter-epoch step, NeuMF, 610 users).
     dense = copies.dense if copies.pooled else {k: v[0] for k, v in copies.dense.items()}
     frozen = Copies(copies.user, copies.item.detach(), {k: v.detach() for k, v in dense.items()}, pooled=True)
     frozen.user.requires_grad_(True)
