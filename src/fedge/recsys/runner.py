@@ -74,6 +74,7 @@ def run(cfg: RecsysConfig, ratings: Ratings | None = None, write: bool = True) -
     writer = JsonlWriter(out / "metrics.jsonl") if write else None
     totals = {"bytes_up": 0, "bytes_down": 0, "bytes_peer": 0}
     metrics: dict[str, float] = {}
+    scoring = state  # the state the devices scored with at the last evaluation (the last round always evaluates)
     round_times: list[float] = []
     per_round = max(1, round(cfg.train.client_fraction * data.num_users))
     with progress_bar(f"recsys {cfg.algorithm}", cfg.train.rounds, enabled=cfg.progress) as advance:
@@ -107,7 +108,6 @@ def run(cfg: RecsysConfig, ratings: Ratings | None = None, write: bool = True) -
         "mean_round_s": sum(round_times) / len(round_times), "config": to_dict(cfg),
     }
     if write:
-        scoring = algo.scoring_state(state, torch.Generator().manual_seed(cfg.seed + 4))
         export(algo, scoring, data, ratings, cfg, out, torch.Generator().manual_seed(cfg.seed + 3))
         atomic_write_json(out / "summary.json", summary)
     return summary
