@@ -1,22 +1,10 @@
-"""Algorithms: one small file each, composed from components; `ALGORITHMS` maps config names to classes."""
+"""Algorithms of `fedge run`: one small file each, composed from components (`components/`), registered by name in
+`ALGORITHMS` (fedge.algorithms.registry). Importing this package registers the built-in ones."""
 
 from __future__ import annotations
 
-from fedge.algorithms.base import Algorithm
-from fedge.algorithms.dfl import DFL
-from fedge.algorithms.dpcg import DPCG
-from fedge.algorithms.dpmn import DPMN
-from fedge.algorithms.dpmn_r import DPMNR
-from fedge.algorithms.dpmp import DPMP
-from fedge.algorithms.fedavg import FedAvg
-from fedge.algorithms.hfl import HFL
-from fedge.algorithms.local import Local
+from fedge.algorithms import dfl, dpcg, dpmn, dpmn_r, dpmp, fedavg, hfl, local  # noqa: F401 - registers them
+from fedge.algorithms.base import Algorithm, Combiner, Component, Pruner, Sampler, Selector
+from fedge.algorithms.registry import ALGORITHMS, create
 
-ALGORITHMS: dict[str, type] = {cls.name: cls for cls in (DPMN, DFL, DPMP, DPCG, DPMNR, Local, FedAvg, HFL)}
-
-
-def create(name: str) -> Algorithm:
-    return ALGORITHMS[name]()
-
-
-__all__ = ["ALGORITHMS", "Algorithm", "create"]
+__all__ = ["ALGORITHMS", "Algorithm", "Combiner", "Component", "Pruner", "Sampler", "Selector", "create"]

@@ -1,5 +1,5 @@
-"""What components may read about the run besides the state: configuration, model layout, topology, per-device
-targets and the explicit random generator. Built once per run by the runtime."""
+"""What components may read besides the devices' state: the run's fixed facts (`RunContext`) and this round's
+participation (`Round`). Both are built by the runtime; no component reads the experiment config."""
 
 from __future__ import annotations
 
@@ -7,13 +7,16 @@ from dataclasses import dataclass
 
 import torch
 
-from fedge.experiment import ExperimentConfig
+from fedge.core.streams import Streams
+from fedge.messaging.transport import Transport
 
 
 @dataclass
 class RunContext:
-    config: ExperimentConfig
+    """Fixed for a run. Per-device tensors are indexed by storage row; `ids[row]` is the device stored there."""
+
     dim: int
+    ids: torch.Tensor  # [N] long: device id of each row (a permutation of 0..N-1)
     layer_groups: list[tuple[int, int]]  # prunable tensors (start, stop)
     prunable: torch.Tensor  # [d] bool
     head: tuple[int, int]  # last layer (start, stop), for similarity sketches
@@ -23,6 +26,34 @@ class RunContext:
     k_max: torch.Tensor  # [N] per-device neighbour cap (bandwidth class)
     data_sizes: torch.Tensor  # [N] training samples per device
     val_sizes: torch.Tensor  # [N] local validation samples per device
-    generator: torch.Generator
+    streams: Streams  # named random streams keyed by (seed, purpose, device id, round)
+    transport: Transport  # every message goes through it
+    payload_dtype: str = "fp32"  # value precision of model payloads
     coordinates: torch.Tensor | None = None  # [N, 2] device positions in the unit square (latency/proximity)
     edge_coordinates: torch.Tensor | None = None  # [K, 2] edge-server (cluster leader) positions
+
+    @property
+    def num_devices(self) -> int:
+        return len(self.ids)
+
+    def rows_of(self, ids: torch.Tensor) -> torch.Tensor:
+        """Storage rows of the given device ids."""
+        rows = torch.empty_like(self.ids)
+        rows[self.ids] = torch.arange(len(self.ids))
+        return rows[ids]
+
+    def by_id(self, rows: torch.Tensor) -> torch.Tensor:
+        """The given rows sorted by device id (the order every reduction over devices runs in)."""
+        return rows[torch.argsort(self.ids[rows])]
+
+
+@dataclass(frozen=True)
+class Round:
+    """Who takes part in round `number`: members are in the federation, online ones reachable (not failed, not
+    too slow for the deadline), participants the online ones the algorithm chose (all of them, or a sample)."""
+
+    number: int
+    members: torch.Tensor  # [N] bool
+    online: torch.Tensor  # [N] bool
+    participants: torch.Tensor  # [N] bool
+    leaders_up: torch.Tensor | None = None  # [K] bool: edge servers (cluster leaders) reachable this round

@@ -3,15 +3,13 @@ models with the neighbours of a fixed random k-regular topology (k = neighbours.
 
 from __future__ import annotations
 
+from fedge.algorithms.base import Algorithm
 from fedge.algorithms.components.combining import NeighbourAveraging
 from fedge.algorithms.components.selection import FixedTopology
+from fedge.algorithms.registry import ALGORITHMS
+from fedge.experiment import ExperimentConfig
 
 
-class DFL:
-    name = "dfl"
-    description = "decentralized averaging on a fixed k-regular topology"
-
-    def __init__(self) -> None:
-        self.pruner = None
-        self.selector = FixedTopology()
-        self.combiner = NeighbourAveraging()
+@ALGORITHMS.register("dfl", "decentralized averaging on a fixed k-regular topology")
+def build(config: ExperimentConfig) -> Algorithm:
+    return Algorithm("dfl", selector=FixedTopology(), combiner=NeighbourAveraging())

@@ -3,15 +3,14 @@ Euclidean distance of their models (scored through the same probe mechanism as D
 
 from __future__ import annotations
 
+from fedge.algorithms.base import Algorithm
 from fedge.algorithms.components.combining import NeighbourRegularizer
 from fedge.algorithms.components.selection import SimilaritySelection
+from fedge.algorithms.registry import ALGORITHMS
+from fedge.experiment import ExperimentConfig
 
 
-class DPCG:
-    name = "dpcg"
-    description = "no pruning, k nearest neighbours by Euclidean distance, regularizer"
-
-    def __init__(self) -> None:
-        self.pruner = None
-        self.selector = SimilaritySelection("euclidean")
-        self.combiner = NeighbourRegularizer()
+@ALGORITHMS.register("dpcg", "no pruning, k nearest neighbours by Euclidean distance, regularizer")
+def build(config: ExperimentConfig) -> Algorithm:
+    return Algorithm("dpcg", selector=SimilaritySelection(config.neighbours, "euclidean"),
+                     combiner=NeighbourRegularizer(config.regularizer))

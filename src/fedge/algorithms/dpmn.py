@@ -6,16 +6,16 @@ picks S_i = {j : cos_ij ≥ δ} within [k_min, k_max], and receives x̃_j ∘ m_
 
 from __future__ import annotations
 
+from fedge.algorithms.base import Algorithm
 from fedge.algorithms.components.combining import NeighbourRegularizer
 from fedge.algorithms.components.pruning import AdaptivePruner
 from fedge.algorithms.components.selection import SimilaritySelection
+from fedge.algorithms.registry import ALGORITHMS
+from fedge.experiment import ExperimentConfig
 
 
-class DPMN:
-    name = "dpmn"
-    description = "adaptive pruning, cosine-similarity neighbours, neighbour regularizer"
-
-    def __init__(self) -> None:
-        self.pruner = AdaptivePruner()
-        self.selector = SimilaritySelection("cosine")
-        self.combiner = NeighbourRegularizer()
+@ALGORITHMS.register("dpmn", "adaptive pruning, cosine-similarity neighbours, neighbour regularizer")
+def build(config: ExperimentConfig) -> Algorithm:
+    return Algorithm("dpmn", pruner=AdaptivePruner(config.pruning),
+                     selector=SimilaritySelection(config.neighbours, "cosine"),
+                     combiner=NeighbourRegularizer(config.regularizer))

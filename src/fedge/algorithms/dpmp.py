@@ -3,16 +3,15 @@
 
 from __future__ import annotations
 
+from fedge.algorithms.base import Algorithm
 from fedge.algorithms.components.combining import NeighbourRegularizer
 from fedge.algorithms.components.pruning import AdaptivePruner
 from fedge.algorithms.components.selection import FixedTopology
+from fedge.algorithms.registry import ALGORITHMS
+from fedge.experiment import ExperimentConfig
 
 
-class DPMP:
-    name = "dpmp"
-    description = "adaptive pruning and regularizer, fixed topology"
-
-    def __init__(self) -> None:
-        self.pruner = AdaptivePruner()
-        self.selector = FixedTopology()
-        self.combiner = NeighbourRegularizer()
+@ALGORITHMS.register("dpmp", "adaptive pruning and regularizer, fixed topology")
+def build(config: ExperimentConfig) -> Algorithm:
+    return Algorithm("dpmp", pruner=AdaptivePruner(config.pruning), selector=FixedTopology(),
+                     combiner=NeighbourRegularizer(config.regularizer))

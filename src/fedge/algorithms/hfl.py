@@ -5,23 +5,14 @@ docs/hierarchical.md."""
 
 from __future__ import annotations
 
-import torch
-
+from fedge.algorithms.base import Algorithm
 from fedge.algorithms.components.combining import ClientSampling
 from fedge.algorithms.components.hierarchy import EdgeCloudAveraging
-from fedge.algorithms.context import RunContext
-from fedge.algorithms.state import FederationState
+from fedge.algorithms.registry import ALGORITHMS
+from fedge.experiment import ExperimentConfig
 
 
-class HFL:
-    name = "hfl"
-    description = "hierarchical FedAvg: edge leaders every round, cloud every kappa2 rounds"
-
-    def __init__(self) -> None:
-        self.pruner = None
-        self.selector = None
-        self.combiner = EdgeCloudAveraging()
-        self.sampling = ClientSampling()
-
-    def participants(self, state: FederationState, ctx: RunContext, online: torch.Tensor) -> torch.Tensor:
-        return self.sampling.participants(state, ctx, online)
+@ALGORITHMS.register("hfl", "hierarchical FedAvg: edge leaders every round, cloud every kappa2 rounds")
+def build(config: ExperimentConfig) -> Algorithm:
+    return Algorithm("hfl", sampler=ClientSampling(config.server),
+                     combiner=EdgeCloudAveraging(config.hierarchy, config.server))

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from fedge.algorithms.components.combining import NoCombining
+from fedge.algorithms.base import Algorithm
+from fedge.algorithms.registry import ALGORITHMS
+from fedge.experiment import ExperimentConfig
 
 
-class Local:
-    name = "local"
-    description = "no communication"
-
-    def __init__(self) -> None:
-        self.pruner = None
-        self.selector = None
-        self.combiner = NoCombining()
+@ALGORITHMS.register("local", "no communication")
+def build(config: ExperimentConfig) -> Algorithm:
+    return Algorithm("local")

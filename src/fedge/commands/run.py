@@ -89,6 +89,7 @@ def resume_config(args: argparse.Namespace) -> tuple[ExperimentConfig, int]:
 
 
 def main(args: argparse.Namespace) -> int:
+    from fedge.algorithms import ALGORITHMS
     from fedge.runtimes.setup import prepare
     from fedge.runtimes.simulator import simulate
 
@@ -98,6 +99,7 @@ def main(args: argparse.Namespace) -> int:
         config, checkpoint_every = resume_config(args)
     else:
         config, checkpoint_every = resolve_config(args), args.checkpoint_every or 0
+    ALGORITHMS.check(config.algorithms, "algorithms")
     out = Path(config.out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"out: {out} exists and is not a folder")
@@ -112,9 +114,9 @@ def main(args: argparse.Namespace) -> int:
                 acc = metrics.get("accuracy_mean")
                 adv(status=f"{name} acc={acc:.3f}" if isinstance(acc, float) else name)
 
-            summary = simulate(config, name, out / name, setup=setup, on_round=on_round,
-                               checkpoint_every=checkpoint_every, resume=bool(args.resume))
-            results.append({k: v for k, v in summary.items() if not k.startswith("_")})
+            result = simulate(config, name, out / name, setup=setup, on_round=on_round,
+                              checkpoint_every=checkpoint_every, resume=bool(args.resume))
+            results.append(result.summary)
     atomic_write_json(out / "comparison.json", {"results": [{k: v for k, v in r.items() if k != "config"}
                                                             for r in results]})
     reference = next((r for r in results if r["algorithm"] == "dfl"), None)

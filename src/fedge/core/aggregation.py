@@ -57,3 +57,31 @@ def neighbour_average(x: torch.Tensor, adjacency: torch.Tensor, include_self: bo
     weights = 1.0 / degree[rows]
     mixing = torch.sparse_coo_tensor(torch.stack([rows, cols]), weights, (n, n), check_invariants=False).coalesce()
     return torch.sparse.mm(mixing, x)
+
+
+def accumulate_in_order(base: torch.Tensor, receivers: torch.Tensor, position: torch.Tensor, values: torch.Tensor,
+                        slot: torch.Tensor) -> torch.Tensor:
+    """base[r] + Σ of the messages to r, added one position at a time (position 0 first, then 1, ...).
+
+    Message e goes to row `receivers[e]`, is the `position[e]`-th message of its receiver and carries
+    `values[slot[e]]`. Adding by position makes each row's sum run in its messages' order whatever the rows'
+    storage order, and gathers one [N, d] block at a time instead of all messages at once.
+    """
+    out = base.clone()
+    if len(receivers) == 0:
+        return out
+    for step in range(int(position.max()) + 1):
+        here = position == step
+        out.index_add_(0, receivers[here], values.index_select(0, slot[here]))
+    return out
+
+
+def positions_within(receivers: torch.Tensor) -> torch.Tensor:
+    """[E] position of each message among its receiver's messages, for messages grouped by receiver (in any order of
+    receivers, each receiver's messages contiguous)."""
+    if len(receivers) == 0:
+        return receivers.clone()
+    starts = torch.ones(len(receivers), dtype=torch.bool)
+    starts[1:] = receivers[1:] != receivers[:-1]
+    first = torch.cummax(torch.where(starts, torch.arange(len(receivers)), 0), dim=0).values
+    return torch.arange(len(receivers)) - first

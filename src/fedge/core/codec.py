@@ -1,16 +1,22 @@
 """Payload codec: what actually crosses the wire, and its exact size.
 
-A payload carries one model vector x̃ ∘ m (length d). Three layouts, the smallest is chosen per payload:
+A message is a 15-byte frame followed by a body. The frame (little endian) names the message kind (u8), the sender
+(role u8, index u32), the receiver (role u8, index u32) and the round (u32): a receiver needs nothing else to know
+what it got. Bodies:
 
-* dense  : header + d values
-* bitmap : header + ceil(d / 8) mask bytes + nnz values
-* index  : header + nnz indices (uint16 when d <= 65536, else uint32) + nnz values
-* cached : header + nnz values, when the receiver already holds the sender's current mask (it received it in an
-           earlier payload and the mask has not changed since): the mask is not sent again
+* a model vector x̃ ∘ m (length d) in the smallest of four layouts:
+  - dense  : header + d values (only when every coordinate is kept, or when `sparse` is off)
+  - bitmap : header + ceil(d / 8) mask bytes + nnz values
+  - index  : header + nnz indices (uint16 when d <= 65536, else uint32) + nnz values
+  - cached : header + nnz values, when the receiver already holds the sender's current mask (it received it in an
+             earlier payload and the mask has not changed since): the mask is not sent again
+  Model header (10 bytes): layout (u8), value dtype (u8: 0 = fp32, 1 = fp16), d (u32), nnz (u32).
+* a model request ("send me your model"): the version of the sender's mask the requester holds (i32, -1 = none),
+  so that the sender may leave the mask out;
+* an empty body (a probe request: "send me your similarity sketch").
 
-Header (little endian, 10 bytes): layout (u8), value dtype (u8: 0 = fp32, 1 = fp16), d (u32), nnz (u32).
-Byte counts reported by fedge are `len(encode(...))`; `encoded_size` computes the same number without encoding
-and is tested to agree.
+Byte counts reported by fedge are lengths of encoded messages; `encoded_size(s)` and `framed` compute the same numbers
+without encoding and are tested to agree.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ import numpy as np
 import torch
 
 HEADER = struct.Struct("<BBII")
+FRAME = struct.Struct("<BBIBII")  # kind, sender role, sender index, receiver role, receiver index, round
+VERSION = struct.Struct("<i")  # body of a model request: the mask version held, -1 = none
 DENSE, BITMAP, INDEX, CACHED = 0, 1, 2, 3
 _DTYPES = {"fp32": (0, np.float32, 4), "fp16": (1, np.float16, 2)}
 _DTYPE_BY_CODE = {code: (name, np_dtype, size) for name, (code, np_dtype, size) in _DTYPES.items()}
@@ -43,15 +51,23 @@ def layout_sizes(d: int, nnz: int, value_dtype: ValueDtype = "fp32") -> dict[int
     }
 
 
+def _sparse_choices(d: int, nnz: int, value_dtype: ValueDtype, mask_known: bool) -> dict[int, int]:
+    """The layouts a sparse encoding may pick: dense only when nothing is pruned (a dense body cannot say which of
+    its zeros are pruned), cached only when the receiver holds the mask."""
+    sizes = layout_sizes(d, nnz, value_dtype)
+    if nnz != d:
+        del sizes[DENSE]
+    if mask_known:
+        sizes[CACHED] = HEADER.size + nnz * _DTYPES[value_dtype][2]
+    return sizes
+
+
 def encoded_size(d: int, nnz: int, value_dtype: ValueDtype = "fp32", sparse: bool = True,
                  mask_known: bool = False) -> int:
     """Size of `encode` for this shape: the smallest layout (dense only when `sparse` is False)."""
-    sizes = layout_sizes(d, nnz, value_dtype)
     if not sparse:
-        return sizes[DENSE]
-    if mask_known:
-        sizes[CACHED] = HEADER.size + nnz * _DTYPES[value_dtype][2]
-    return min(sizes.values())
+        return layout_sizes(d, nnz, value_dtype)[DENSE]
+    return min(_sparse_choices(d, nnz, value_dtype, mask_known).values())
 
 
 def encoded_sizes(nnz: torch.Tensor, d: int, value_dtype: ValueDtype = "fp32", sparse: bool = True,
@@ -63,7 +79,8 @@ def encoded_sizes(nnz: torch.Tensor, d: int, value_dtype: ValueDtype = "fp32", s
         return dense
     bitmap = HEADER.size + (d + 7) // 8 + nnz * value_size
     index = HEADER.size + nnz * (_index_width(d) + value_size)
-    best = torch.minimum(dense, torch.minimum(bitmap, index))
+    best = torch.minimum(bitmap, index)
+    best = torch.where(nnz == d, torch.minimum(dense, best), best)
     if mask_known is not None:
         cached = HEADER.size + nnz * value_size
         best = torch.where(mask_known, torch.minimum(best, cached), best)
@@ -85,9 +102,7 @@ def encode(values: torch.Tensor, mask: torch.Tensor | None = None, value_dtype: 
         return HEADER.pack(DENSE, code, d, int(keep.sum())) + dense.tobytes()
     keep = mask.detach().reshape(-1).cpu().numpy().astype(bool)
     nnz = int(keep.sum())
-    sizes = layout_sizes(d, nnz, value_dtype)
-    if mask_known:
-        sizes[CACHED] = HEADER.size + nnz * _DTYPES[value_dtype][2]
+    sizes = _sparse_choices(d, nnz, value_dtype, mask_known)
     layout = min(sizes, key=lambda k: (sizes[k], k))
     kept = flat[keep].astype(np_dtype)
     if layout == CACHED:
@@ -99,6 +114,13 @@ def encode(values: torch.Tensor, mask: torch.Tensor | None = None, value_dtype: 
     index_dtype = np.uint16 if _index_width(d) == 2 else np.uint32
     idx = np.flatnonzero(keep).astype(index_dtype)
     return HEADER.pack(INDEX, code, d, nnz) + idx.tobytes() + kept.tobytes()
+
+
+def layout_of(payload: bytes) -> int:
+    """The layout code of an encoded model body (DENSE, BITMAP, INDEX or CACHED)."""
+    if len(payload) < HEADER.size:
+        raise ValueError(f"payload of {len(payload)} bytes is shorter than its header")
+    return payload[0]
 
 
 @dataclass(frozen=True)
@@ -136,7 +158,8 @@ def decode(payload: bytes, known_mask: torch.Tensor | None = None) -> Decoded:
     if layout == DENSE:
         dense = np.frombuffer(body, dtype=np_dtype).astype(np.float32)
         values = torch.from_numpy(dense.copy())
-        # A dense payload of a masked vector keeps the mask implicitly: pruned coordinates are exactly zero.
+        # A sparse encoding is dense only when nothing is pruned; a dense encoding of a masked vector (`sparse` off)
+        # carries the mask only implicitly, as its zeros.
         return Decoded(values, torch.ones(d, dtype=torch.bool) if nnz == d else values != 0)
     if layout == BITMAP:
         nbytes = (d + 7) // 8
@@ -151,3 +174,45 @@ def decode(payload: bytes, known_mask: torch.Tensor | None = None) -> Decoded:
     dense = np.zeros(d, dtype=np.float32)
     dense[keep] = kept
     return Decoded(torch.from_numpy(dense), torch.from_numpy(keep))
+
+
+def encode_version(held_version: int | None) -> bytes:
+    """Body of a model request: the version of the sender's mask the requester holds (None: none)."""
+    return VERSION.pack(-1 if held_version is None else held_version)
+
+
+def decode_version(body: bytes | memoryview) -> int | None:
+    if len(body) != VERSION.size:
+        raise ValueError(f"a model request body is {VERSION.size} bytes, got {len(body)}")
+    (version,) = VERSION.unpack(body)
+    return None if version < 0 else version
+
+
+@dataclass(frozen=True)
+class Frame:
+    """The frame of one message: what it is, who sent it to whom, in which round."""
+
+    kind: int
+    sender_role: int
+    sender: int
+    receiver_role: int
+    receiver: int
+    round: int
+
+
+def frame(header: Frame, body: bytes) -> bytes:
+    """One message on the wire: the frame, then the body."""
+    return FRAME.pack(header.kind, header.sender_role, header.sender, header.receiver_role, header.receiver,
+                      header.round) + body
+
+
+def unframe(message: bytes) -> tuple[Frame, bytes]:
+    """Split a message into its frame and its body; ValueError when it is shorter than a frame."""
+    if len(message) < FRAME.size:
+        raise ValueError(f"message of {len(message)} bytes is shorter than its frame")
+    return Frame(*FRAME.unpack_from(message)), message[FRAME.size:]
+
+
+def framed(body_sizes: torch.Tensor | int) -> torch.Tensor | int:
+    """Length on the wire of messages with these body lengths."""
+    return body_sizes + FRAME.size

@@ -7,6 +7,8 @@ outside every group (biases) are always kept.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 
@@ -60,25 +62,26 @@ def magnitude_mask(x: torch.Tensor, groups: list[tuple[int, int]], density: torc
 
 
 def regrow(mask: torch.Tensor, groups: list[tuple[int, int]], density: torch.Tensor,
-           generator: torch.Generator) -> torch.Tensor:
+           noise: Callable[[torch.Tensor, int, int], torch.Tensor]) -> torch.Tensor:
     """Grow each device's mask back up to `density` per layer by re-enabling pruned coordinates chosen at random.
 
-    Regrown coordinates start at value zero (they were zero while pruned), as in RigL-style regrowth; a device whose
-    density already meets the target is unchanged.
+    `noise(rows, start, stop)` gives [len(rows), stop - start] uniforms for the listed rows (each device's own
+    stream, so a device's choice does not depend on the others); among a row's pruned coordinates those with the
+    largest noise are re-enabled (ties: lower coordinate). Regrown coordinates start at value zero (they were zero
+    while pruned), as in RigL-style regrowth; a device whose density already meets the target is unchanged.
     """
-    n, _ = mask.shape
     grown = mask.clone()
     for start, stop in groups:
         size = stop - start
         block = grown[:, start:stop]
         target = torch.tensor([kept_count(size, float(r)) for r in density], device=mask.device)
         missing = (target - block.view(torch.uint8).sum(dim=1, dtype=torch.int32)).clamp_min(0)
-        if int(missing.max()) == 0:
+        rows = torch.nonzero(missing > 0).flatten()  # only rows below their target draw and sort
+        if len(rows) == 0:
             continue
-        noise = torch.rand(n, size, generator=generator).to(mask.device)  # drawn for every row: same stream
-        rows = torch.nonzero(missing > 0).flatten()  # only rows below their target are sorted
         sub = block[rows]
-        order = torch.sort(noise[rows].masked_fill(sub, -1.0), dim=1, descending=True, stable=True).indices
+        scores = noise(rows, start, stop).to(mask.device).masked_fill(sub, -1.0)
+        order = torch.sort(scores, dim=1, descending=True, stable=True).indices
         ranks = torch.arange(size, device=mask.device).expand(len(rows), size)
         add = torch.zeros_like(sub)
         add.scatter_(1, order, ranks < missing[rows, None])

@@ -18,8 +18,10 @@ def _masked(scores: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
 
 
 def best_per_row(masked: torch.Tensor, counts: torch.Tensor,
-                  top: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-    """Boolean [R, N]: per row i, the `counts[i]` finite entries of `masked` of highest value, ties to lower index.
+                 top: tuple[torch.Tensor, torch.Tensor] | None = None,
+                 tie_rank: torch.Tensor | None = None) -> torch.Tensor:
+    """Boolean [R, N]: per row i, the `counts[i]` finite entries of `masked` of highest value, ties to the column of
+    lower `tie_rank` ([N]; None: lower index). Runtimes pass device ids, so that ties do not depend on storage.
 
     The same choice as a stable descending sort of every row, but with one `topk` of width max(counts) + 1 (small:
     neighbours or probes per device) instead of a full [N, N] sort — at 10,000 devices the sort took ~15 s a call on
@@ -43,16 +45,20 @@ def best_per_row(masked: torch.Tensor, counts: torch.Tensor,
     take[tied] = False
     rows = torch.arange(n, device=masked.device)[:, None].expand(n, width)
     selected[rows[take], index[take]] = True
-    for i in tied.tolist():  # exact: everything above the cut-off, then the tied entries by index
+    for i in tied.tolist():  # exact: everything above the cut-off, then the tied entries by rank
         row, cut = masked[i], cutoff[i]
         above = row > cut
         selected[i] = above
-        selected[i, torch.nonzero(row == cut).flatten()[: int(counts[i]) - int(above.sum())]] = True
+        at_cut = torch.nonzero(row == cut).flatten()
+        if tie_rank is not None:
+            at_cut = at_cut[torch.argsort(tie_rank[at_cut])]
+        selected[i, at_cut[: int(counts[i]) - int(above.sum())]] = True
     return selected
 
 
 def threshold_select(scores: torch.Tensor, candidates: torch.Tensor, delta: float,
-                     k_min: torch.Tensor | int, k_max: torch.Tensor | int) -> torch.Tensor:
+                     k_min: torch.Tensor | int, k_max: torch.Tensor | int,
+                     tie_rank: torch.Tensor | None = None) -> torch.Tensor:
     """Boolean [N, N] neighbour matrix: row i holds S_i.
 
     Per row: take candidates in descending score order (ties: lower index first); keep those with score ≥ delta up
@@ -70,18 +76,19 @@ def threshold_select(scores: torch.Tensor, candidates: torch.Tensor, delta: floa
     top = torch.topk(masked, width, dim=1, sorted=True)
     rank = torch.arange(width, device=scores.device)[None, :]
     passing = ((top.values >= delta) & (rank < k_max_t[:, None])).sum(dim=1)
-    return best_per_row(masked, torch.maximum(passing, k_min_t), top=(top.values, top.indices))
+    return best_per_row(masked, torch.maximum(passing, k_min_t), top=(top.values, top.indices), tie_rank=tie_rank)
 
 
-def topk_select(scores: torch.Tensor, candidates: torch.Tensor, k: torch.Tensor | int) -> torch.Tensor:
-    """Boolean [N, N]: the k highest-scoring candidates of each row (fewer if fewer exist; ties: lower index)."""
+def topk_select(scores: torch.Tensor, candidates: torch.Tensor, k: torch.Tensor | int,
+                tie_rank: torch.Tensor | None = None) -> torch.Tensor:
+    """Boolean [N, N]: the k highest-scoring candidates of each row (fewer if fewer exist; ties: lower rank)."""
     n = scores.shape[0]
     k_t = torch.as_tensor(k, device=scores.device).expand(n).to(torch.int64)
-    return best_per_row(_masked(scores, candidates), k_t)
+    return best_per_row(_masked(scores, candidates), k_t, tie_rank=tie_rank)
 
 
-def random_select(candidates: torch.Tensor, counts: torch.Tensor | int, generator: torch.Generator) -> torch.Tensor:
-    """Boolean [N, N]: `counts[i]` candidates of row i drawn uniformly without replacement."""
-    n = candidates.shape[0]
-    noise = torch.rand(n, n, generator=generator, device=candidates.device)
-    return topk_select(noise, candidates, counts)
+def random_select(candidates: torch.Tensor, counts: torch.Tensor | int, noise: torch.Tensor,
+                  tie_rank: torch.Tensor | None = None) -> torch.Tensor:
+    """Boolean [N, N]: `counts[i]` candidates of row i drawn uniformly without replacement, given i.i.d. uniform
+    `noise` [N, N] (the candidates of largest noise are taken)."""
+    return topk_select(noise, candidates, counts, tie_rank=tie_rank)

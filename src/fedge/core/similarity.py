@@ -47,24 +47,25 @@ def squared_distances(x: torch.Tensor, masks: torch.Tensor | None = None) -> tor
     return (sq_on_other + sq_on_other.T - 2 * (x @ x.T)).clamp_min(0)
 
 
-def pair_cosine(updates: torch.Tensor, masks: torch.Tensor | None, rows: torch.Tensor, cols: torch.Tensor,
-                eps: float = 1e-12) -> torch.Tensor:
-    """Overlap cosine for the listed pairs only ([P] result), for when N² is too many (thousands of devices)."""
-    ui, uj = updates[rows], updates[cols]
-    dots = (ui * uj).sum(dim=1)
-    if masks is None:
-        sq_i, sq_j = (ui * ui).sum(dim=1), (uj * uj).sum(dim=1)
+def paired_cosine(u_i: torch.Tensor, m_i: torch.Tensor | None, u_j: torch.Tensor, m_j: torch.Tensor | None,
+                  eps: float = 1e-12) -> torch.Tensor:
+    """Overlap cosine of row p of `u_i` with row p of `u_j` ([P] result), each already zero outside its mask.
+
+    For pairs whose two sides live in different places (a device's own update against a sketch it received)."""
+    dots = (u_i * u_j).sum(dim=1)
+    if m_i is None or m_j is None:
+        sq_i, sq_j = (u_i * u_i).sum(dim=1), (u_j * u_j).sum(dim=1)
     else:
-        mi, mj = masks[rows].to(updates.dtype), masks[cols].to(updates.dtype)
-        sq_i, sq_j = (ui * ui * mj).sum(dim=1), (uj * uj * mi).sum(dim=1)
+        sq_i = (u_i * u_i * m_j.to(u_i.dtype)).sum(dim=1)
+        sq_j = (u_j * u_j * m_i.to(u_j.dtype)).sum(dim=1)
     norms = torch.sqrt(sq_i * sq_j)
     return torch.where(norms > eps, dots / norms.clamp_min(eps), torch.zeros_like(dots))
 
 
-def pair_squared_distance(x: torch.Tensor, masks: torch.Tensor | None, rows: torch.Tensor,
-                          cols: torch.Tensor) -> torch.Tensor:
-    """‖m_ij ∘ (x_i − x_j)‖² for the listed pairs ([P] result)."""
-    diff = x[rows] - x[cols]
-    if masks is not None:
-        diff = diff * (masks[rows] & masks[cols]).to(x.dtype)
+def paired_squared_distance(x_i: torch.Tensor, m_i: torch.Tensor | None, x_j: torch.Tensor,
+                            m_j: torch.Tensor | None) -> torch.Tensor:
+    """‖m_ij ∘ (x_i − x_j)‖² of row p of `x_i` with row p of `x_j` ([P] result)."""
+    diff = x_i - x_j
+    if m_i is not None and m_j is not None:
+        diff = diff * (m_i & m_j).to(x_i.dtype)
     return (diff * diff).sum(dim=1)

@@ -25,11 +25,11 @@ class BatchPlan:
         return self.batches[first:first + int(self.steps[row])]
 
 
-def batch_plan(sizes: list[int], epochs: int, batch_size: int, generator: torch.Generator) -> BatchPlan:
-    """Device i gets `epochs` shuffled passes over its n_i samples in batches of B (one randperm per epoch, in the
-    order of `sizes`)."""
+def batch_plan(sizes: list[int], epochs: int, batch_size: int, generators: list[torch.Generator]) -> BatchPlan:
+    """Device i gets `epochs` shuffled passes over its n_i samples in batches of B, one randperm per epoch from its
+    own generator `generators[i]` (so its batches do not depend on which other devices train)."""
     plans = []
-    for n in sizes:
+    for n, generator in zip(sizes, generators, strict=True):
         for _ in range(epochs):
             order = torch.randperm(n, generator=generator)
             pad = (-n) % batch_size

@@ -1,17 +1,18 @@
 """Checkpoint and resume: the whole state of one algorithm's run in one file, written atomically.
 
-A checkpoint holds everything the next round reads: the `FederationState` (bank, masks, references, neighbour
-table and scores, optimizer momentum, clusters, byte and time counters, round), the state of every generator that
-carries state between rounds (training shuffles, the components' `ctx.generator`, torch's global generator for
-safety), the metrics of every round so far, and the config it was made with. Faults and stragglers are drawn from
-per-round generators (fedge.runtimes.faults.round_generator), so they need no saved state.
+A checkpoint holds everything the next round reads, each part as its owner hands it over (`state_dict`): the
+devices' models, masks and momentum; every component's state (pruning schedule, similarity table, aggregator
+models); the exchange protocol's memory of held masks and the last inbox; the ledger's byte counts; the round and
+simulated time; the metrics of every round so far, and the config it was made with. Every random draw comes from a
+stream keyed by (seed, purpose, device, round) (fedge.core.streams), so no generator state needs saving.
 
 File layout: a magic line, a SHA-256 line and a length line, then the `torch.save` payload (loaded with
 `weights_only=True`: plain tensors and containers, no arbitrary code). It is written with
 `fedge.output.atomic_write_bytes` (temp file, fsync, rename), so a crash mid-write leaves the previous checkpoint.
 Loading checks the magic, the length (truncation), the checksum (corruption), the algorithm and the config hash
 (a checkpoint of another experiment); any failure is a one-line `ConfigError`, and nothing is loaded half.
-The config hash leaves out `out`, `rounds` and `algorithms`: a run may be moved, extended, or resumed for a subset.
+The config hash leaves out `out`, `rounds`, `algorithms` and `runtime`: a run may be moved, extended, resumed for a
+subset, or resumed over another transport (they give the same results).
 """
 
 from __future__ import annotations
@@ -29,9 +30,9 @@ from fedge.config import ConfigError, to_dict
 from fedge.experiment import ExperimentConfig
 from fedge.output import atomic_write_bytes
 
-MAGIC = b"FEDGE-CHECKPOINT v1\n"
+MAGIC = b"FEDGE-CHECKPOINT v2\n"
 FILENAME = "checkpoint.pt"
-UNHASHED = ("out", "rounds", "algorithms")
+UNHASHED = ("out", "rounds", "algorithms", "runtime")
 
 
 def config_hash(config: ExperimentConfig) -> str:
@@ -46,8 +47,8 @@ class Checkpoint:
     config_hash: str
     config: dict[str, Any]
     checkpoint_every: int
-    state: dict[str, Any]
-    rng: dict[str, torch.Tensor]
+    federation: dict[str, Any]  # fedge.runtimes.rounds.Federation.state_dict()
+    ledger: dict[str, Any]  # fedge.messaging.Ledger.state_dict()
     history: list[dict[str, Any]]
 
 
@@ -67,6 +68,9 @@ def load(path: str | Path, config: ExperimentConfig | None = None, algorithm: st
     except OSError as err:
         raise ConfigError(f"checkpoint {path}: cannot read it ({err.strerror})") from None
     if not raw.startswith(MAGIC):
+        if raw.startswith(b"FEDGE-CHECKPOINT v"):
+            written_by = raw.split(b"\n", 1)[0].decode(errors="replace")
+            raise ConfigError(f"checkpoint {path}: in an older format ({written_by}); rerun without --resume")
         raise ConfigError(f"checkpoint {path}: not a fedge checkpoint (bad header); refusing to resume")
     lines = raw[len(MAGIC):].split(b"\n", 2)
     if len(lines) < 3 or not lines[1].isdigit():
@@ -92,18 +96,6 @@ def load(path: str | Path, config: ExperimentConfig | None = None, algorithm: st
         if checkpoint.round > config.rounds:
             raise ConfigError(f"checkpoint {path}: at round {checkpoint.round}, beyond rounds={config.rounds}")
     return checkpoint
-
-
-def generator_states(**generators: torch.Generator) -> dict[str, torch.Tensor]:
-    states = {name: g.get_state() for name, g in generators.items()}
-    states["torch_global"] = torch.get_rng_state()
-    return states
-
-
-def restore_generators(states: dict[str, torch.Tensor], **generators: torch.Generator) -> None:
-    for name, g in generators.items():
-        g.set_state(states[name])
-    torch.set_rng_state(states["torch_global"])
 
 
 def remove_stale_temporaries(folder: Path) -> None:

@@ -1,12 +1,18 @@
-"""The round loop, written once for every algorithm and runtime.
+"""The round loop of `fedge run`, written once for every algorithm (the in-process simulator drives it).
 
-One round on every live device (DPMN order, paper section III.C):
-1. train: E local epochs on f_i (+ the combiner's penalty λ·∇h_i with the received models held fixed);
-2. prune: the algorithm's pruner updates masks from local validation accuracy (if it has one);
-3. select: the selector picks S_i and reports the bytes its scoring used;
-4. exchange: each device receives x̃_j ∘ m_j from every j ∈ S_i as an encoded payload (bytes counted);
-5. combine: the combiner uses what was received (regularizer references, neighbour averaging, server average);
-6. evaluate: personalized accuracy of each device's model on its own test set.
+One round (DPMN order, paper section III.C), every exchange a message on `ctx.transport`:
+0. participation: the fault model says who is a member and who is online, the latency model drops devices that
+   would miss the deadline, the algorithm's sampler picks the participants among the rest;
+1. distribute: aggregators send participants the model they start from (client-server algorithms);
+2. train: E local epochs on f_i (+ the combiner's penalty λ·∇h_i with the received models held fixed);
+3. prune: the algorithm's pruner updates masks from local validation accuracy (if it has one);
+4. select: the selector picks S_i, probing candidates with request/sketch messages;
+5. exchange: each device requests and receives x̃_j ∘ m_j from every j ∈ S_i (fedge.runtimes.sharing);
+6. combine: the combiner uses what was received (regularizer references, neighbour averaging) or uploads and
+   aggregates (server, edge and cloud averages);
+7. evaluate: personalized accuracy of each device's model (or the model its aggregator serves) on its own test set.
+
+Every sum over devices in the metrics runs in device-id order, so metrics do not depend on storage order.
 """
 
 from __future__ import annotations
@@ -14,25 +20,29 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
 from fedge.algorithms.base import Algorithm
-from fedge.algorithms.context import RunContext
-from fedge.algorithms.state import FederationState
-from fedge.core.codec import encoded_size, encoded_sizes
+from fedge.algorithms.context import Round, RunContext
+from fedge.algorithms.state import DeviceState
+from fedge.core import codec
 from fedge.core.masks import density
+from fedge.messaging import Inbox, Link
 from fedge.runtimes.faults import FaultModel
 from fedge.runtimes.latency import LatencyModel
+from fedge.runtimes.sharing import PeerExchange
 from fedge.runtimes.trainer import BatchedTrainer, SequentialTrainer
+
+PHASES = ("train", "prune", "select", "exchange", "combine", "evaluate")
 
 
 @dataclass
 class RoundTimer:
     """Seconds spent in each phase, accumulated over the run (for the benchmark's breakdown)."""
 
-    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(
-        ("train", "prune", "select", "exchange", "combine", "evaluate"), 0.0))
+    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
 
     def add(self, phase: str, started: float) -> float:
         now = time.perf_counter()
@@ -40,24 +50,39 @@ class RoundTimer:
         return now
 
 
-def exchange(state: FederationState, ctx: RunContext, adjacency: torch.Tensor) -> int:
-    """Deliver each sender's encoded payload to its receivers; returns the bytes on the wire.
+@dataclass
+class RoundEnv:
+    """Runtime models the loop consults each round besides the algorithm: faults and simulated time (both optional)."""
 
-    The payload j sends i is `codec.encode(x̃_j, m_j, mask_known=...)`, where the mask is left out when i already
-    holds j's current mask version; its length is `codec.encoded_sizes` (tested equal to the encoded length). The
-    value received is x̃_j itself (fp32) or its fp16 rounding.
-    """
-    rows, cols = torch.nonzero(adjacency, as_tuple=True)
-    held = state.mask_version_held[rows, cols].long() == state.mask_version[cols]
-    senders = torch.unique(cols)  # sorted; only their rows are read or replaced below
-    nnz = torch.zeros(state.num_devices, dtype=torch.int64)
-    nnz[senders] = state.masks[senders].view(torch.uint8).sum(dim=1, dtype=torch.int64)
-    sizes = encoded_sizes(nnz[cols], ctx.dim, ctx.config.payload_dtype, mask_known=held)
-    state.mask_version_held[rows, cols] = state.mask_version[cols].to(torch.int32)
-    values = state.bank[senders]
-    state.references[senders] = values if ctx.config.payload_dtype == "fp32" else values.half().float()
-    state.reference_masks[senders] = state.masks[senders]
-    return int(sizes.sum())
+    faults: FaultModel | None = None
+    latency: LatencyModel | None = None
+
+
+@dataclass
+class Federation:
+    """Everything that changes from round to round, each part owning its state (all of it is checkpointed)."""
+
+    devices: DeviceState
+    algorithm: Algorithm
+    exchange: PeerExchange
+    inbox: Inbox  # what devices received in the last exchange (the regularizer's references)
+    neighbours: torch.Tensor  # [N, N] bool: the last round's S_i (for logs)
+    round: int = 0
+    time_total: float = 0.0
+    accuracies: torch.Tensor | None = None  # [N] per-row test accuracy at the last evaluation (not checkpointed)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"devices": self.devices.state_dict(), "algorithm": self.algorithm.state_dict(),
+                "exchange": self.exchange.state_dict(), "inbox": self.inbox.state_dict(),
+                "neighbours": self.neighbours, "round": self.round, "time_total": self.time_total}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.devices = DeviceState.from_state_dict(state["devices"])
+        self.algorithm.load_state_dict(state["algorithm"])
+        self.exchange.load_state_dict(state["exchange"])
+        self.inbox = Inbox.from_state_dict(state["inbox"])
+        self.neighbours = state["neighbours"]
+        self.round, self.time_total = int(state["round"]), float(state["time_total"])
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -69,111 +94,90 @@ def percentile(values: list[float], q: float) -> float:
     return finite[lo] + (finite[hi] - finite[lo]) * (k - lo)
 
 
-@dataclass
-class RoundEnv:
-    """Runtime models the loop consults each round besides the algorithm: faults and simulated time (both optional)."""
-
-    faults: FaultModel | None = None
-    latency: LatencyModel | None = None
-
-
-def _traffic(state: FederationState, ctx: RunContext, adjacency: torch.Tensor | None, server_bytes: int,
-             participants: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """([N] bytes sent, [N] bytes received) per device this round, for the latency model."""
-    sent, received = torch.zeros(state.num_devices), torch.zeros(state.num_devices)
-    if adjacency is not None and bool(adjacency.any()):
-        sizes = encoded_sizes(state.masks.sum(dim=1), ctx.dim, ctx.config.payload_dtype).to(torch.float32)
-        a = adjacency.to(torch.float32)
-        sent += a.sum(dim=0) * sizes
-        received += a @ sizes
-    if server_bytes > 0:  # client-server: each participant uploads its model and downloads the aggregate
-        dense = float(encoded_size(ctx.dim, ctx.dim, ctx.config.payload_dtype, sparse=False))
-        sent += participants.to(torch.float32) * dense
-        received += participants.to(torch.float32) * dense
-    return sent, received
-
-
-def run_round(state: FederationState, ctx: RunContext, algorithm: Algorithm,
-              trainer: SequentialTrainer | BatchedTrainer, generator: torch.Generator, timer: RoundTimer,
-              evaluate: bool = True, env: RoundEnv | None = None) -> dict[str, object]:
-    """Advance `state` by one round; returns that round's metrics.
-
-    Participation: the fault model (if any) sets who is in the federation (`state.alive`) and who is online; the
-    latency model (if any) drops participants that would miss the deadline; the algorithm may sample among the
-    rest (`participants`, e.g. FedAvg's fraction C). While the round runs, `state.alive` holds only the
-    participants, so selectors, combiners and the pruner see exactly who takes part; it is restored afterwards.
-    """
-    env = env or RoundEnv()
-    state.round += 1
-    online = env.faults.begin_round(state, state.round) if env.faults else state.alive.clone()
-    members = state.alive.clone()
+def _participation(fed: Federation, ctx: RunContext, env: RoundEnv, number: int) -> tuple[Round, int, Any]:
+    """This round's `Round`, the number of devices the deadline dropped, and the compute times (latency model)."""
+    n = fed.devices.num_devices
+    if env.faults is not None:
+        part = env.faults.participation(number)
+        members, online, leaders_up = part.members, part.online, part.leaders_up
+    else:
+        members, online, leaders_up = torch.ones(n, dtype=torch.bool), torch.ones(n, dtype=torch.bool), None
     compute, dropped = None, 0
     if env.latency is not None:
-        compute = env.latency.compute_time(state.round)
-        dense = encoded_size(ctx.dim, ctx.dim, ctx.config.payload_dtype, sparse=False)
-        late = env.latency.drop_late(compute, online, dense)
+        compute = env.latency.compute_time(number)
+        late = env.latency.drop_late(compute, online, int(codec.framed(codec.encoded_size(ctx.dim, ctx.dim,
+                                                                                          sparse=False))))
         dropped, online = int(late.sum()), online & ~late
-    choose = getattr(algorithm, "participants", None)
-    active = choose(state, ctx, online) if choose is not None else online
-    state.members, state.alive = members, active.clone()
-    backhaul_before = state.bytes_backhaul_total
-    try:
-        started = time.perf_counter()
-        devices = torch.nonzero(active).flatten()
-        penalty = algorithm.combiner.penalty(state, ctx)
-        losses = (trainer.train_all(state.bank, state.masks, state.momentum, devices, penalty, generator).tolist()
-                  if len(devices) else [])
-        started = timer.add("train", started)
+    participants = fed.algorithm.sampler.participants(ctx, number, online)
+    return Round(number, members, online, participants, leaders_up), dropped, compute
 
-        if algorithm.pruner is not None:
-            val = torch.nan_to_num(trainer.evaluate_all(state.bank, "val")[0], nan=0.0)
-            algorithm.pruner.step(state, ctx, val, active)
-        started = timer.add("prune", started)
 
-        round_bytes, adjacency = 0, None
-        if algorithm.selector is not None:
-            adjacency, scoring_bytes = algorithm.selector.select(state, ctx)
-            started = timer.add("select", started)
-            round_bytes += scoring_bytes + exchange(state, ctx, adjacency)
-            state.neighbours = adjacency
-            observe = getattr(algorithm.selector, "observe", None)
-            if observe is not None:
-                observe(state, ctx, adjacency)
-            started = timer.add("exchange", started)
-        server_bytes = algorithm.combiner.combine(state, ctx)
-        round_bytes += server_bytes
-        started = timer.add("combine", started)
-    finally:
-        state.alive = members
-    state.bytes_total += round_bytes
+def run_round(fed: Federation, ctx: RunContext, trainer: SequentialTrainer | BatchedTrainer, timer: RoundTimer,
+              evaluate: bool = True, env: RoundEnv | None = None) -> dict[str, object]:
+    """Advance `fed` by one round; returns that round's metrics."""
+    env = env or RoundEnv()
+    algorithm, devices, ledger = fed.algorithm, fed.devices, ctx.transport.ledger
+    fed.round += 1
+    ledger.begin_round()
+    rnd, dropped, compute = _participation(fed, ctx, env, fed.round)
+    started = time.perf_counter()
+    algorithm.combiner.distribute(devices, ctx, rnd)
+    started = timer.add("combine", started)
 
+    rows = ctx.by_id(torch.nonzero(rnd.participants).flatten())
+    penalty = algorithm.combiner.penalty(devices, ctx, rnd, fed.inbox)
+    generators = ctx.streams.device_generators("train", ctx.ids[rows], fed.round)
+    losses = (trainer.train_all(devices.bank, devices.masks, devices.momentum, rows, penalty, generators).tolist()
+              if len(rows) else [])
+    started = timer.add("train", started)
+
+    if algorithm.pruner is not None:
+        val = torch.nan_to_num(trainer.evaluate_all(devices.bank, "val")[0], nan=0.0)
+        algorithm.pruner.step(devices, ctx, rnd, val)
+    started = timer.add("prune", started)
+
+    adjacency = torch.zeros_like(fed.neighbours)
+    if algorithm.selector is not None:
+        adjacency = algorithm.selector.select(devices, ctx, rnd)
+        started = timer.add("select", started)
+        fed.inbox = fed.exchange.exchange(devices, ctx, fed.round, adjacency, algorithm.selector.pulls)
+        algorithm.selector.observe(devices, ctx, rnd, fed.inbox)
+        started = timer.add("exchange", started)
+    fed.neighbours = adjacency
+    algorithm.combiner.combine(devices, ctx, rnd, fed.inbox)
+    started = timer.add("combine", started)
+
+    by_link = ledger.bytes_by_link
     metrics: dict[str, object] = {
-        "round": state.round,
+        "round": fed.round,
         "algorithm": algorithm.name,
         "loss_mean": sum(losses) / max(len(losses), 1),
-        "bytes_round": round_bytes,
-        "bytes_total": state.bytes_total,
-        "neighbours_mean": float(state.neighbours.sum(dim=1).float().mean()) if algorithm.selector else 0.0,
-        "density_mean": float(density(state.masks).mean()),
-        "participants": int(active.sum()),
-        "bytes_edge_total": state.bytes_edge_total,
-        "bytes_backhaul_total": state.bytes_backhaul_total,
+        "bytes_round": ledger.round_total,
+        "bytes_total": ledger.total,
+        "bytes_by_link": dict(by_link),
+        "neighbours_mean": float(adjacency.sum(dim=1).float().mean()) if algorithm.selector else 0.0,
+        "density_mean": float(density(devices.masks)[ctx.by_id(torch.arange(len(ctx.ids)))].mean()),
+        "participants": int(rnd.participants.sum()),
+        "bytes_edge_total": by_link[Link.DEVICE_EDGE.value],
+        "bytes_backhaul_total": by_link[Link.DEVICE_SERVER.value] + by_link[Link.EDGE_CLOUD.value],
     }
     if env.faults is not None and env.faults.enabled:
-        metrics["members"] = int(members.sum())
-        metrics["online"] = int(online.sum()) + dropped
-        if state.leader_up is not None:
-            metrics["leaders_up"] = int(state.leader_up.sum())
+        metrics["members"] = int(rnd.members.sum())
+        metrics["online"] = int(rnd.online.sum()) + dropped
+        if rnd.leaders_up is not None:
+            metrics["leaders_up"] = int(rnd.leaders_up.sum())
     if env.latency is not None and compute is not None:
-        sent, received = _traffic(state, ctx, adjacency, server_bytes, active)
-        seconds = env.latency.round_time(compute, active, sent, received,
-                                         state.bytes_backhaul_total - backhaul_before)
-        state.time_total += seconds
-        metrics.update({"time_round": seconds, "time_total": state.time_total, "stragglers_dropped": dropped})
+        seconds = env.latency.round_time(compute, rnd.participants, ledger.device_sent, ledger.device_received,
+                                         ledger.round_backhaul)
+        fed.time_total += seconds
+        metrics.update({"time_round": seconds, "time_total": fed.time_total, "stragglers_dropped": dropped})
     if evaluate:
-        accuracies = trainer.evaluate_all(state.bank, "test")[0].tolist()
-        alive_acc = [a for a, ok in zip(accuracies, state.alive.tolist()) if ok]
-        metrics["accuracy_mean"] = sum(alive_acc) / max(len(alive_acc), 1)
-        metrics["accuracy_p10"] = percentile(alive_acc, 0.10)
+        served = algorithm.combiner.served(devices, ctx, rnd)
+        accuracies = trainer.evaluate_all(devices.bank if served is None else served, "test")[0]
+        fed.accuracies = accuracies
+        members = ctx.by_id(torch.nonzero(rnd.members).flatten())
+        member_acc = accuracies[members].tolist()
+        metrics["accuracy_mean"] = sum(member_acc) / max(len(member_acc), 1)
+        metrics["accuracy_p10"] = percentile(member_acc, 0.10)
     timer.add("evaluate", started)
     return metrics

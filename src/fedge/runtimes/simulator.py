@@ -1,122 +1,140 @@
-"""The in-process simulator: all devices in one process, models stacked in one parameter bank.
+"""The in-process simulator: all devices in one process, models stacked in one parameter bank, every exchange a
+message on an in-process transport (`runtime.transport`: direct or loopback).
 
-`simulate` runs one algorithm of an experiment and writes its run folder:
-`metrics.jsonl` (one object per round), `neighbours.jsonl` (each round's S_i), `summary.json` (final values and the
-resolved config).
+`simulate` runs one algorithm of an experiment and writes its run folder (fedge.runfolder): `metrics.jsonl` (one
+object per round), `neighbours.jsonl` (each round's S_i, by device id), `summary.json` (final values, the resolved
+config and the environment), `config.yaml`, and `checkpoint.pt` when checkpointing.
 """
 
 from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from fedge.algorithms import create
-from fedge.algorithms.state import FederationState
+from fedge.algorithms import ALGORITHMS, create
+from fedge.algorithms.context import RunContext
 from fedge.config import to_dict
 from fedge.experiment import ExperimentConfig
-from fedge.output import JsonlWriter, atomic_write_bytes, atomic_write_json, dumps, read_jsonl
+from fedge.messaging import Inbox, Ledger, make_transport
+from fedge.output import JsonlWriter, atomic_write_bytes, dumps, read_jsonl
+from fedge.runfolder import RunFolder, RunResult, environment
 from fedge.runtimes import checkpoint
 from fedge.runtimes.faults import FaultModel
-from fedge.runtimes.latency import LatencyModel, placement
-from fedge.runtimes.rounds import RoundEnv, RoundTimer, run_round
-from fedge.runtimes.setup import TRAIN_STREAM, Setup, initial_state, make_context, prepare, stream
-from fedge.runtimes.trainer import make_trainer
+from fedge.runtimes.latency import LatencyModel
+from fedge.runtimes.rounds import Federation, RoundEnv, RoundTimer, run_round
+from fedge.runtimes.setup import Setup, initial_devices, make_context, prepare, storage_order, stored_devices
+from fedge.runtimes.sharing import PeerExchange
+from fedge.runtimes.trainer import intra_op_threads, make_trainer, torch_threads
 
-SUMMARY_KEYS = ("accuracy_mean", "accuracy_p10", "loss_mean", "bytes_total", "neighbours_mean", "density_mean",
-                "bytes_edge_total", "bytes_backhaul_total", "participants", "time_total")
+SUMMARY_KEYS = ("accuracy_mean", "accuracy_p10", "loss_mean", "bytes_total", "bytes_by_link", "neighbours_mean",
+                "density_mean", "bytes_edge_total", "bytes_backhaul_total", "participants", "time_total")
 
 
-def _resume(out: Path, config: ExperimentConfig, algorithm_name: str, state: FederationState,
-            generators: dict[str, torch.Generator]) -> tuple[FederationState, list[dict[str, Any]]]:
-    """Load out/checkpoint.pt if present (verified first), restore generators, truncate the logs to its round."""
+def _resume(out: Path, config: ExperimentConfig, algorithm_name: str, fed: Federation,
+            ledger: Ledger) -> list[dict[str, Any]]:
+    """Load out/checkpoint.pt if present (verified first) into `fed` and `ledger`; truncate the logs to its round."""
     checkpoint.remove_stale_temporaries(out)
     path = out / checkpoint.FILENAME
     if not path.exists():
-        return state, []
+        return []
     saved = checkpoint.load(path, config, algorithm_name)
-    restored = FederationState.from_state_dict(saved.state)
-    checkpoint.restore_generators(saved.rng, **generators)
+    fed.load_state_dict(saved.federation)
+    ledger.load_state_dict(saved.ledger)
     atomic_write_bytes(out / "metrics.jsonl", "".join(dumps(m) + "\n" for m in saved.history).encode())
     neighbours = out / "neighbours.jsonl"
     kept = [r for r in read_jsonl(neighbours) if r.get("round", 0) <= saved.round] if neighbours.exists() else []
     atomic_write_bytes(neighbours, "".join(dumps(r) + "\n" for r in kept).encode())
-    return restored, list(saved.history)
+    return list(saved.history)
+
+
+def neighbour_ids(ctx: RunContext, adjacency: torch.Tensor) -> list[list[int]]:
+    """S_i as device ids, listed by device id (independent of storage order)."""
+    rows = ctx.rows_of(torch.arange(len(ctx.ids)))
+    return [sorted(ctx.ids[adjacency[row]].tolist()) for row in rows.tolist()]
 
 
 def simulate(config: ExperimentConfig, algorithm_name: str, out_dir: str | Path | None,
              setup: Setup | None = None, on_round: Callable[[dict[str, Any]], None] | None = None,
-             checkpoint_every: int = 0, resume: bool = False) -> dict[str, Any]:
-    """Run `algorithm_name` for `config.rounds` rounds; returns the summary (also written to out_dir).
+             checkpoint_every: int = 0, resume: bool = False,
+             device_order: Sequence[int] | torch.Tensor | None = None) -> RunResult:
+    """Run `algorithm_name` for `config.rounds` rounds; returns the result (also written to out_dir).
 
     `checkpoint_every` K > 0 writes out_dir/checkpoint.pt every K rounds and after the last; `resume` continues
     from out_dir/checkpoint.pt when there is one (refusing a corrupt or foreign one with a ConfigError).
+    `device_order` stores device `device_order[r]` in row r (default: device r); results do not depend on it.
     """
+    ALGORITHMS.check([algorithm_name], "algorithms")
     setup = setup or prepare(config)
-    ctx = make_context(config, setup)
-    ctx.coordinates, ctx.edge_coordinates = placement(config)
-    state = initial_state(config, setup)
-    algorithm = create(algorithm_name)
-    trainer = make_trainer(setup.model, setup.data.devices, config.train)
-    generator = stream(config.seed, TRAIN_STREAM)
-    faults = FaultModel.create(config)
-    env = RoundEnv(faults=faults if faults.enabled else None,
-                   latency=LatencyModel.create(config, ctx.data_sizes) if config.latency.enabled else None)
+    n = config.data.devices
+    ids = storage_order(config, device_order)
+    ledger = Ledger(n)
+    ctx = make_context(config, setup, make_transport(config.runtime.transport, ledger, ids), ids)
+    devices = initial_devices(config, setup)
+    algorithm = create(algorithm_name, config)
+    algorithm.start(ctx, devices)
+    fed = Federation(devices, algorithm, PeerExchange(n), Inbox.empty(ctx.dim), torch.zeros(n, n, dtype=torch.bool))
+    trainer = make_trainer(setup.model, stored_devices(setup, ids), config.train)
+    faults = FaultModel.create(config.faults, config.seed, config.rounds, ids, config.hierarchy.clusters)
+    latency = (LatencyModel.create(config.latency, config.seed, ids, ctx.data_sizes, config.train.epochs)
+               if config.latency.enabled else None)
+    env = RoundEnv(faults=faults if faults.enabled else None, latency=latency)
     timer = RoundTimer()
     out = Path(out_dir) if out_dir is not None else None
-    generators = {"train": generator, "context": ctx.generator}
     history: list[dict[str, Any]] = []
     if resume and out is not None and out.is_dir():
-        state, history = _resume(out, config, algorithm_name, state, generators)
-    metrics_log = JsonlWriter(out / "metrics.jsonl", truncate=not history) if out else None
+        history = _resume(out, config, algorithm_name, fed, ledger)
+    folder = RunFolder(out, append=bool(history)) if out else None
     neighbours_log = JsonlWriter(out / "neighbours.jsonl", truncate=not history) if out else None
     started = time.perf_counter()
     phase_by_round: list[dict[str, float]] = []  # this process's rounds only (not those before a resume)
     previous: dict[str, float] = {}
     try:
-        while state.round < config.rounds:
-            last = state.round + 1 == config.rounds
-            metrics = run_round(state, ctx, algorithm, trainer, generator, timer,
-                                evaluate=last or (state.round + 1) % config.eval_every == 0, env=env)
-            history.append(metrics)
-            phase_by_round.append({k: v - previous.get(k, 0.0) for k, v in timer.seconds.items()})
-            previous = dict(timer.seconds)
-            if metrics_log:
-                metrics_log.write(metrics)
-            if neighbours_log:
-                neighbours_log.write({"round": state.round, "neighbours": [
-                    row.nonzero().flatten().tolist() for row in state.neighbours]})
-            if out is not None and checkpoint_every > 0 and (last or state.round % checkpoint_every == 0):
-                checkpoint.save(out / checkpoint.FILENAME, checkpoint.Checkpoint(
-                    algorithm=algorithm_name, round=state.round, config_hash=checkpoint.config_hash(config),
-                    config=to_dict(config), checkpoint_every=checkpoint_every, state=state.state_dict(),
-                    rng=checkpoint.generator_states(**generators), history=history))
-            if on_round:
-                on_round(metrics)
+        with torch_threads(intra_op_threads(setup.model, config.train)):
+            while fed.round < config.rounds:
+                last = fed.round + 1 == config.rounds
+                metrics = run_round(fed, ctx, trainer, timer, env=env,
+                                    evaluate=last or (fed.round + 1) % config.eval_every == 0)
+                history.append(metrics)
+                phase_by_round.append({k: v - previous.get(k, 0.0) for k, v in timer.seconds.items()})
+                previous = dict(timer.seconds)
+                if folder:
+                    folder.log(metrics)
+                if neighbours_log:
+                    neighbours_log.write({"round": fed.round, "neighbours": neighbour_ids(ctx, fed.neighbours)})
+                if out is not None and checkpoint_every > 0 and (last or fed.round % checkpoint_every == 0):
+                    checkpoint.save(out / checkpoint.FILENAME, checkpoint.Checkpoint(
+                        algorithm=algorithm_name, round=fed.round, config_hash=checkpoint.config_hash(config),
+                        config=to_dict(config), checkpoint_every=checkpoint_every, federation=fed.state_dict(),
+                        ledger=ledger.state_dict(), history=history))
+                if on_round:
+                    on_round(metrics)
     finally:
-        for log in (metrics_log, neighbours_log):
+        for log in (folder, neighbours_log):
             if log:
                 log.close()
     final = history[-1]
     summary = {key: final.get(key) for key in SUMMARY_KEYS}
     summary.update({
         "algorithm": algorithm_name,
-        "rounds": state.round,
+        "rounds": fed.round,
+        "transport": config.runtime.transport,
+        "bytes_by_kind": ledger.bytes_by_kind,
+        "messages_by_link": ledger.messages_by_link,
         "seconds": time.perf_counter() - started,
         "phase_seconds": dict(timer.seconds),
         "phase_seconds_by_round": phase_by_round,
         "model_parameters": setup.model.dim,
         "config": to_dict(config),
+        "environment": environment(),
     })
-    if out:
-        atomic_write_json(out / "summary.json", summary)
-    summary["_state"] = state
-    summary["_history"] = history
-    return summary
+    if folder:
+        folder.finish(summary)
+    return RunResult(summary, history, state=fed, extra={"context": ctx})
 
 
 def with_overrides(config: ExperimentConfig, **changes: Any) -> ExperimentConfig:

@@ -15,7 +15,8 @@ gradient and, being zero, stay exactly zero), optional momentum, then x â† x âˆ
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -143,9 +144,10 @@ class SequentialTrainer(_Base):
         x.add_(grad, alpha=-self.cfg.lr)
 
     def train_all(self, bank: torch.Tensor, masks: torch.Tensor, momentum: torch.Tensor | None,
-                  devices: torch.Tensor, penalty: Penalty | None, generator: torch.Generator) -> torch.Tensor:
+                  devices: torch.Tensor, penalty: Penalty | None, generators: list[torch.Generator]) -> torch.Tensor:
+        """Train rows `devices` in place; `generators[k]` shuffles device k's samples. Returns mean losses [M]."""
         plan = batch_plan([self.train_data.sizes[i] for i in devices.tolist()], self.cfg.epochs,
-                          self.cfg.batch_size, generator)
+                          self.cfg.batch_size, generators)
         losses = torch.zeros(len(devices))
         data, offsets = self.train_data, self.train_data.offsets.tolist()
 
@@ -196,9 +198,10 @@ class BatchedTrainer(_Base):
                       else vmap(grad_and_value(self._loss)))
 
     def train_all(self, bank: torch.Tensor, masks: torch.Tensor, momentum: torch.Tensor | None,
-                  devices: torch.Tensor, penalty: Penalty | None, generator: torch.Generator) -> torch.Tensor:
+                  devices: torch.Tensor, penalty: Penalty | None, generators: list[torch.Generator]) -> torch.Tensor:
+        """Train rows `devices` in place; `generators[k]` shuffles device k's samples. Returns mean losses [M]."""
         plan = batch_plan([self.train_data.sizes[i] for i in devices.tolist()], self.cfg.epochs,
-                          self.cfg.batch_size, generator)
+                          self.cfg.batch_size, generators)
         step_counts = plan.steps
         order = torch.sort(step_counts, descending=True, stable=True).indices
         losses = torch.zeros(len(devices))
@@ -259,19 +262,33 @@ def choose_batched(model: FlatModel, cfg: TrainConfig) -> bool:
     return cfg.batched == "on" or (cfg.batched == "auto" and model.dim < 200_000 and not convolutional)
 
 
+def intra_op_threads(model: FlatModel, cfg: TrainConfig) -> int | None:
+    """torch intra-op threads a run of this model should use: `train.threads`, or one for models under 200k
+    parameters (more only add synchronisation); None: leave torch's default. The runtime sets it for the run and
+    restores the previous value afterwards."""
+    return cfg.threads or (1 if model.dim < 200_000 else None)
+
+
+@contextmanager
+def torch_threads(count: int | None) -> Iterator[None]:
+    """Run a block with `count` torch intra-op threads (None: unchanged), restoring the previous count after."""
+    previous = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def make_trainer(model: FlatModel, devices: list[DeviceData], cfg: TrainConfig) -> SequentialTrainer | BatchedTrainer:
     """The trainer `cfg.batched` asks for (see `choose_batched`).
 
-    `train.threads` (0 = auto) sets two things. The sequential trainer trains that many devices at once, one per
-    thread with one intra-op thread each (auto: every core this process may use); measured on LeNet-5 this is about
-    1.5x faster than one device at a time on two intra-op threads (docs/performance.md). Everything else (the batched
-    trainer, selection, pruning, mixing) runs on torch's intra-op threads: `train.threads`, or auto one thread for
-    models under 200k parameters (more only add synchronisation) and torch's default above.
+    The sequential trainer trains `train.threads` devices at once (0 = auto: every core this process may use), one
+    per thread with one intra-op thread each; measured on LeNet-5 this is about 1.5x faster than one device at a
+    time on two intra-op threads (docs/performance.md). Everything else (the batched trainer, selection, pruning,
+    mixing) runs on torch's intra-op threads (`intra_op_threads`).
     """
-    small = model.dim < 200_000
-    if cfg.threads or small:
-        torch.set_num_threads(cfg.threads or 1)
     if choose_batched(model, cfg):
         return BatchedTrainer(model, devices, cfg)
     return SequentialTrainer(model, devices, cfg, workers=cfg.threads or available_cores())
-
