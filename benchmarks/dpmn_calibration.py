@@ -14,14 +14,11 @@ import argparse
 
 import torch
 
-from fedge.algorithms import create
 from fedge.config import apply_overrides, build
 from fedge.core.regularizer import pair_terms
 from fedge.core.similarity import overlap_cosine, squared_distances
 from fedge.experiment import ExperimentConfig
-from fedge.runtimes.rounds import RoundTimer, run_round
-from fedge.runtimes.setup import TRAIN_STREAM, initial_state, make_context, prepare, stream
-from fedge.runtimes.trainer import make_trainer
+from fedge.runtimes.simulator import Simulation
 
 
 def auc(positive: torch.Tensor, negative: torch.Tensor) -> float:
@@ -35,13 +32,9 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args()
     config = build(ExperimentConfig, apply_overrides({"rounds": args.rounds}, args.overrides))
-    setup = prepare(config)
-    ctx = make_context(config, setup)
-    state = initial_state(config, setup)
-    algorithm = create("dpmn")
-    trainer = make_trainer(setup.model, setup.data.devices, config.train)
-    generator = stream(config.seed, TRAIN_STREAM)
-    labels = setup.data.label_sets()
+    sim = Simulation.build(config, "dpmn")
+    ctx, state = sim.ctx, sim.fed.devices
+    labels = sim.setup.data.label_sets()
     n = config.data.devices
     share = torch.tensor([[bool(labels[i] & labels[j]) for j in range(n)] for i in range(n)])
     off = ~torch.eye(n, dtype=torch.bool)
@@ -49,13 +42,14 @@ def main() -> None:
     h0, h1 = ctx.head
     print("round  z_p10     z_median  z_p90    | similarity: mean cos share/no-share (AUC)")
     for _ in range(config.rounds):
-        metrics = run_round(state, ctx, algorithm, trainer, generator, RoundTimer())
+        metrics = sim.step()
+        state, inbox = sim.fed.devices, sim.fed.inbox
         zs = []
         for i in range(n):
-            nb = state.neighbours[i].nonzero().flatten()
-            if len(nb):
-                overlap = state.masks[i][None] & state.reference_masks[nb]
-                zs.append(pair_terms(state.bank[i], state.references[nb], overlap)[1])
+            got = torch.nonzero(inbox.receivers == i).flatten()
+            if len(got):
+                overlap = state.masks[i][None] & inbox.masks(got)
+                zs.append(pair_terms(state.bank[i], inbox.values(got), overlap)[1])
         z = torch.cat(zs) if zs else torch.zeros(1)
         q = torch.quantile(z, torch.tensor([0.1, 0.5, 0.9]))
         updates = state.updates()

@@ -14,7 +14,8 @@ from typing import Any
 import torch
 
 from benchmarks.workloads import Workload, experiment
-from fedge.runtimes.setup import TRAIN_STREAM, Setup, stream
+from fedge.core.streams import Streams
+from fedge.runtimes.setup import Setup
 from fedge.runtimes.simulator import simulate
 from fedge.runtimes.trainer import BatchedTrainer, SequentialTrainer, choose_batched
 
@@ -52,7 +53,8 @@ def fedge_round_throughput(workload: Workload, algorithm: str, setup: Setup, rou
     config = experiment(workload, algorithm, rounds, seed, threads, batched)
     stamps: list[float] = []
     started = time.perf_counter()
-    summary = simulate(config, algorithm, None, setup=setup, on_round=lambda _: stamps.append(time.perf_counter()))
+    summary = simulate(config, algorithm, None, setup=setup,
+                       on_round=lambda _: stamps.append(time.perf_counter())).summary
     edges = [started, *stamps]
     durations = [b - a for a, b in zip(edges, edges[1:])]
     measured = durations[1:] if len(durations) > 1 else durations
@@ -86,7 +88,8 @@ def trainer_throughput(setup: Setup, workload: Workload, seed: int, threads: int
         bank = setup.initial.expand(n, -1).clone()
         masks = torch.ones_like(bank, dtype=torch.bool)
         started = time.perf_counter()
-        trainer.train_all(bank, masks, None, torch.arange(n), None, stream(seed, TRAIN_STREAM))
+        generators = Streams(seed).device_generators("train", torch.arange(n), 1)
+        trainer.train_all(bank, masks, None, torch.arange(n), None, generators)
         out[name] = int(setup.data.train_sizes.sum()) / (time.perf_counter() - started)
     return out
 

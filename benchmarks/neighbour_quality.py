@@ -13,13 +13,14 @@ import sys
 from pathlib import Path
 
 from fedge.config import build
-from fedge.data.federated import FederatedData, load_federated
+from fedge.data.federated import FederatedData
 from fedge.experiment import ExperimentConfig
-from fedge.runtimes.setup import DATA_STREAM, stream
+from fedge.runtimes.setup import prepare
 
 
 def class_sharing(data: FederatedData, neighbour_rounds: list[list[list[int]]]) -> tuple[float, float, int]:
-    """(share over selected edges, share over all ordered pairs, number of edges)."""
+    """(share over selected edges, share over all ordered pairs, number of edges); `neighbour_rounds[r][i]` lists the
+    device ids device i received from in round r (as in neighbours.jsonl)."""
     labels = data.label_sets()
     n = len(labels)
     edges = [(i, j) for rows in neighbour_rounds for i, row in enumerate(rows) for j in row]
@@ -31,7 +32,7 @@ def class_sharing(data: FederatedData, neighbour_rounds: list[list[list[int]]]) 
 def main() -> None:
     for run in map(Path, sys.argv[1:]):
         config = build(ExperimentConfig, json.loads((run / "summary.json").read_text())["config"])
-        data = load_federated(config.data, stream(config.seed, DATA_STREAM).initial_seed())
+        data = prepare(config).data
         rounds = [json.loads(line)["neighbours"] for line in (run / "neighbours.jsonl").read_text().splitlines()]
         edge_share, pair_share, count = class_sharing(data, rounds)
         print(f"{run}: {100 * edge_share:.1f}% of {count} selected edges share a class "

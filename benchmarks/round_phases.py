@@ -37,7 +37,7 @@ def main() -> None:
     if workload.model == "lenet5":
         bare = bare_fedavg(workload.clients, workload.samples, 1, args.seed)
         print(f"bare loop: {bare['seconds']:.2f} s per round, {bare['samples_per_s']:.0f} samples/s")
-    summary = simulate(config, args.algorithm, None, setup=setup)
+    summary = simulate(config, args.algorithm, None, setup=setup).summary
     for number, phases in enumerate(summary["phase_seconds_by_round"], 1):
         total = sum(phases.values())
         detail = ", ".join(f"{name} {seconds:.2f}" for name, seconds in phases.items())

@@ -7,7 +7,7 @@ from benchmarks.neighbour_quality import class_sharing
 from fedge.config import build
 from fedge.experiment import ExperimentConfig
 from fedge.runtimes.setup import prepare
-from fedge.runtimes.simulator import simulate
+from fedge.runtimes.simulator import neighbour_ids, simulate
 
 
 def test_dpmn_neighbours_share_classes_far_more_often_than_random() -> None:
@@ -16,8 +16,7 @@ def test_dpmn_neighbours_share_classes_far_more_often_than_random() -> None:
     shares = {}
     for name in ("dpmn", "dpmn-r"):
         result = simulate(config, name, None, setup=setup)
-        state = result["_state"]
-        rounds = [[row.nonzero().flatten().tolist() for row in state.neighbours]]
+        rounds = [neighbour_ids(result.extra["context"], result.state.neighbours)]
         shares[name], pair_share, edges = class_sharing(setup.data, rounds)
         assert edges >= 20  # every device has at least k_min = 1 neighbour
     assert shares["dpmn"] >= 0.8

@@ -12,6 +12,7 @@ import torch
 from benchmarks.run import main
 from benchmarks.workloads import Workload, experiment, lenet_federation, train_tensors
 
+from fedge.core.streams import Streams
 from fedge.runtimes.setup import prepare
 from fedge.runtimes.trainer import BatchedTrainer, SequentialTrainer, choose_batched
 
@@ -67,8 +68,9 @@ def test_trainers_agree_with_momentum_decay_masks_and_penalty(model: str) -> Non
     for trainer_cls in (SequentialTrainer, BatchedTrainer):
         bank = setup.initial.expand(n, -1).clone() * masks
         momentum = torch.zeros_like(bank)
+        order = torch.tensor([4, 0, 2, 1, 3])
         losses = trainer_cls(setup.model, setup.data.devices, train).train_all(
-            bank, masks, momentum, torch.tensor([4, 0, 2, 1, 3]), penalty, torch.Generator().manual_seed(3))
+            bank, masks, momentum, order, penalty, Streams(3).device_generators("train", order, 1))
         assert bool((bank[~masks] == 0).all())
         results.append((bank, momentum, losses))
     for a, b in zip(*results):

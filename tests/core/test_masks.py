@@ -27,21 +27,30 @@ def test_pruning_only_removes_and_regrow_restores_density() -> None:
     second = magnitude_mask(x * torch.rand(2, 400, generator=g), groups, torch.tensor([0.25, 0.5]), current=first)
     assert not bool((second & ~first).any())
     assert int(second[0].sum()) == 100 and torch.equal(second[1], first[1])
-    grown = regrow(second, groups, torch.tensor([0.5, 0.5]), g)
+    grown = regrow(second, groups, torch.tensor([0.5, 0.5]),
+                   lambda rows, start, stop: torch.rand(len(rows), stop - start, generator=g))
     assert int(grown[0].sum()) == 200 and bool((second & ~grown).sum() == 0)
     assert density(grown).tolist() == [0.5, 0.5]
 
 
-def test_regrow_picks_the_same_coordinates_as_a_full_row_sort() -> None:
-    """Only rows below their target are sorted, but the noise is drawn for every row, so the choice is the one a
-    sort of every row makes (the stream and each row's draw are unchanged)."""
+def test_regrow_picks_the_pruned_coordinates_of_largest_noise() -> None:
+    """Only rows below their target ask for noise (each row's own), and each re-enables its pruned coordinates of
+    largest noise: the choice a sort of every row makes."""
     g = torch.Generator().manual_seed(2)
     mask = torch.rand(12, 90, generator=g) < 0.4
     mask[::3] = True  # rows at (above) their target: unchanged
     target = torch.full((12,), 0.6)
-    grown = regrow(mask, [(0, 90)], target, torch.Generator().manual_seed(7))
-    noise = torch.rand(12, 90, generator=torch.Generator().manual_seed(7)).masked_fill(mask, -1.0)
-    order = torch.sort(noise, dim=1, descending=True, stable=True).indices
+    full_noise = torch.rand(12, 90, generator=torch.Generator().manual_seed(7))
+    asked: list[int] = []
+
+    def noise(rows: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        asked.extend(rows.tolist())
+        return full_noise[rows, start:stop]
+
+    grown = regrow(mask, [(0, 90)], target, noise)
+    assert not set(asked) & {0, 3, 6, 9}
+    noise_ref = full_noise.masked_fill(mask, -1.0)
+    order = torch.sort(noise_ref, dim=1, descending=True, stable=True).indices
     missing = (kept_count(90, 0.6) - mask.sum(dim=1)).clamp_min(0)
     reference = mask.clone()
     for i in range(12):

@@ -1,7 +1,7 @@
 import torch
 
 from fedge.core.neighbours import random_select, threshold_select, topk_select
-from fedge.core.similarity import overlap_cosine, pair_cosine
+from fedge.core.similarity import overlap_cosine, paired_cosine
 
 
 def test_threshold_kmin_kmax_semantics() -> None:
@@ -49,9 +49,18 @@ def test_topk_and_random_counts() -> None:
     top = topk_select(scores, cand, 3)
     assert top.sum(dim=1).tolist() == [3] * 10
     counts = torch.tensor([0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
-    rnd = random_select(cand, counts, g)
+    rnd = random_select(cand, counts, torch.rand(10, 10, generator=g))
     assert rnd.sum(dim=1).tolist() == counts.tolist()
     assert not bool(rnd.diagonal().any())
+
+
+def test_ties_go_to_the_lower_rank_not_the_lower_index() -> None:
+    scores = torch.zeros(4, 4)  # every candidate tied
+    cand = torch.ones(4, 4, dtype=torch.bool)
+    assert topk_select(scores, cand, 1)[0].nonzero().flatten().tolist() == [1]
+    rank = torch.tensor([3, 2, 1, 0])  # e.g. device ids of rows stored in reverse order
+    assert topk_select(scores, cand, 1, tie_rank=rank)[0].nonzero().flatten().tolist() == [3]
+    assert topk_select(scores, cand, 2, tie_rank=rank)[3].nonzero().flatten().tolist() == [1, 2]
 
 
 def test_overlap_cosine_matches_explicit_formula() -> None:
@@ -66,7 +75,7 @@ def test_overlap_cosine_matches_explicit_formula() -> None:
             expected = (a @ b) / (a.norm() * b.norm())
             assert abs(float(matrix[i, j]) - float(expected)) < 1e-9
     rows, cols = torch.tensor([0, 1, 4]), torch.tensor([2, 3, 0])
-    torch.testing.assert_close(pair_cosine(u, masks, rows, cols), matrix[rows, cols])
+    torch.testing.assert_close(paired_cosine(u[rows], masks[rows], u[cols], masks[cols]), matrix[rows, cols])
 
 
 def _sorted_reference(scores: torch.Tensor, candidates: torch.Tensor, delta: float, k_min: torch.Tensor,

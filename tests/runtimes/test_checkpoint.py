@@ -67,10 +67,17 @@ def test_resume_in_process_is_bitwise_identical(tmp_path: Path) -> None:
     straight = simulate(config, "dpmn", tmp_path / "straight", setup=setup, checkpoint_every=2)
     simulate(tiny(rounds=1), "dpmn", tmp_path / "resumed", setup=setup, checkpoint_every=1)
     resumed = simulate(config, "dpmn", tmp_path / "resumed", setup=setup, checkpoint_every=2, resume=True)
-    assert resumed["_history"] == straight["_history"]
-    for key, value in straight["_state"].state_dict().items():
-        other = resumed["_state"].state_dict()[key]
-        assert torch.equal(value, other) if isinstance(value, torch.Tensor) else value == other, key
+    assert resumed.history == straight.history
+
+    def same(a: object, b: object) -> bool:
+        if isinstance(a, torch.Tensor):
+            return isinstance(b, torch.Tensor) and torch.equal(a, b)
+        if isinstance(a, dict):
+            return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+        return a == b
+
+    for key, value in straight.state.state_dict().items():
+        assert same(value, resumed.state.state_dict()[key]), key
     for name in ("metrics.jsonl", "neighbours.jsonl"):
         assert (tmp_path / "straight" / name).read_bytes() == (tmp_path / "resumed" / name).read_bytes()
 

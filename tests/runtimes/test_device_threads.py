@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from fedge.config import build
+from fedge.core.streams import Streams
 from fedge.experiment import ExperimentConfig
 from fedge.runtimes.device_threads import Replica, for_each_on_threads, intra_op_threads
 from fedge.runtimes.setup import prepare
@@ -34,8 +35,9 @@ def test_many_workers_give_bitwise_the_single_thread_result() -> None:
         momentum = torch.zeros_like(bank)
         trainer = SequentialTrainer(setup.model, setup.data.devices, config.train, workers=workers)
         with intra_op_threads(1):
-            losses = trainer.train_all(bank, masks, momentum, torch.tensor([5, 0, 6, 2, 1, 4, 3]), penalty,
-                                       torch.Generator().manual_seed(3))
+            order = torch.tensor([5, 0, 6, 2, 1, 4, 3])
+            losses = trainer.train_all(bank, masks, momentum, order, penalty,
+                                       Streams(3).device_generators("train", order, 1))
             accuracy, loss = trainer.evaluate_all(bank, "val")
         results.append((bank, momentum, losses, accuracy, loss))
     assert not torch.equal(results[0][0], setup.initial.expand(n, -1) * masks)  # it trained
@@ -46,7 +48,7 @@ def test_many_workers_give_bitwise_the_single_thread_result() -> None:
 def test_simulation_metrics_do_not_depend_on_threads() -> None:
     summaries = [simulate(build(ExperimentConfig, {**TINY, "train": {**TINY["train"], "threads": t}}), "dpmn", None)
                  for t in (1, 2)]
-    assert summaries[0]["_history"] == summaries[1]["_history"]
+    assert summaries[0].history == summaries[1].history
 
 
 def test_an_error_in_a_worker_reaches_the_caller_and_threads_are_restored() -> None:

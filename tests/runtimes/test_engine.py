@@ -1,16 +1,19 @@
-"""The round loop: pruning invariants, byte accounting, determinism, trainer equivalence."""
+"""The round loop: pruning invariants, determinism, trainer equivalence, client-server traffic."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
 
-from fedge.algorithms import ALGORITHMS, create
+from fedge.algorithms import ALGORITHMS
 from fedge.config import build
 from fedge.core import codec
+from fedge.core.streams import Streams
 from fedge.experiment import ExperimentConfig
-from fedge.runtimes.rounds import RoundTimer, run_round
-from fedge.runtimes.setup import TRAIN_STREAM, initial_state, make_context, prepare, stream
-from fedge.runtimes.simulator import simulate
+from fedge.runtimes.setup import prepare
+from fedge.runtimes.simulator import Simulation, simulate
 from fedge.runtimes.trainer import BatchedTrainer, SequentialTrainer
 
 TINY = {"rounds": 3, "data": {"devices": 6, "partition": "shards:2"}, "train": {"epochs": 1},
@@ -22,17 +25,18 @@ def tiny(**changes: object) -> ExperimentConfig:
     return build(ExperimentConfig, raw)
 
 
+def shuffles(n: int) -> list[torch.Generator]:
+    return Streams(1).device_generators("train", torch.arange(n), 1)
+
+
 def test_pruned_coordinates_stay_zero_and_density_reaches_target() -> None:
     config = tiny(rounds=4, pruning={"ramp_rounds": 2, "tolerance": 1.0})  # never pause: exact schedule
-    setup = prepare(config)
-    ctx, state = make_context(config, setup), initial_state(config, setup)
-    trainer = BatchedTrainer(setup.model, setup.data.devices, config.train)
-    algorithm, generator = create("dpmn"), stream(0, TRAIN_STREAM)
-    for _ in range(config.rounds):
-        run_round(state, ctx, algorithm, trainer, generator, RoundTimer())
-        assert bool((state.bank[~state.masks] == 0).all())
-    prunable = ctx.prunable
-    kept = state.masks[:, prunable].float().mean(dim=1)
+    sim = Simulation.build(config, "dpmn")
+    while not sim.done:
+        sim.step()
+        devices = sim.fed.devices
+        assert bool((devices.bank[~devices.masks] == 0).all())
+    kept = sim.fed.devices.masks[:, sim.ctx.prunable].float().mean(dim=1)
     assert torch.allclose(kept, torch.full_like(kept, 0.5), atol=0.01)
 
 
@@ -46,7 +50,7 @@ def test_training_never_moves_pruned_coordinates() -> None:
     for trainer_cls in (SequentialTrainer, BatchedTrainer):
         trained = bank.clone()
         trainer_cls(setup.model, setup.data.devices, config.train).train_all(
-            trained, masks, None, torch.arange(n), None, torch.Generator().manual_seed(1))
+            trained, masks, None, torch.arange(n), None, shuffles(n))
         assert bool((trained[~masks] == 0).all())
         assert not torch.equal(trained[masks], bank[masks])
 
@@ -60,36 +64,26 @@ def test_sequential_and_batched_trainers_agree() -> None:
         bank = setup.initial.expand(n, -1).clone()
         masks = torch.ones_like(bank, dtype=torch.bool)
         trainer = trainer_cls(setup.model, setup.data.devices, config.train)
-        losses = trainer.train_all(bank, masks, None, torch.arange(n), None, torch.Generator().manual_seed(1))
+        losses = trainer.train_all(bank, masks, None, torch.arange(n), None, shuffles(n))
         results.append((bank, losses, trainer.evaluate_all(bank)[0]))
     torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-4, atol=1e-5)
 
 
-def test_round_bytes_equal_encoded_payload_lengths() -> None:
-    config = tiny(rounds=1)
+def test_a_device_trains_the_same_whoever_else_trains() -> None:
+    """Minibatches come from each device's own stream: training a subset gives those devices the same result."""
+    config = tiny()
     setup = prepare(config)
-    for name in ("dpmn", "dfl"):
-        ctx, state = make_context(config, setup), initial_state(config, setup)
-        trainer = BatchedTrainer(setup.model, setup.data.devices, config.train)
-        algorithm = create(name)
-        metrics = run_round(state, ctx, algorithm, trainer, stream(0, TRAIN_STREAM), RoundTimer())
-        payload_bytes = 0
-        for _, j in torch.nonzero(state.neighbours).tolist():
-            payload = codec.encode(state.references[j], state.reference_masks[j] if name == "dpmn" else None)
-            payload_bytes += len(payload)
-            decoded = codec.decode(payload)
-            assert torch.equal(decoded.values, state.references[j])
-        if name == "dfl":
-            assert metrics["bytes_round"] == payload_bytes
-        else:
-            # DPMN also pays for the first round's similarity probes (head sketches of the probed candidates).
-            assert metrics["bytes_round"] > payload_bytes
-            h0, h1 = ctx.head
-            probes = int((state.scored_round == state.round).sum()) - int(state.neighbours.sum())
-            assert probes >= 0
-            assert metrics["bytes_round"] - payload_bytes <= (probes + int(state.neighbours.sum())) * \
-                codec.encoded_size(h1 - h0, h1 - h0)
+    n = config.data.devices
+    generators = Streams(5).device_generators("train", torch.arange(n), 2)
+    everyone = setup.initial.expand(n, -1).clone()
+    trainer = SequentialTrainer(setup.model, setup.data.devices, config.train)
+    masks = torch.ones_like(everyone, dtype=torch.bool)
+    trainer.train_all(everyone, masks, None, torch.arange(n), None, generators)
+    some = setup.initial.expand(n, -1).clone()
+    trainer.train_all(some, masks, None, torch.tensor([4, 1]), None,
+                      Streams(5).device_generators("train", torch.tensor([4, 1]), 2))
+    assert torch.equal(some[[1, 4]], everyone[[1, 4]])
 
 
 def test_bitwise_determinism_for_every_algorithm() -> None:
@@ -97,14 +91,32 @@ def test_bitwise_determinism_for_every_algorithm() -> None:
     for name in ALGORITHMS:
         first = simulate(config, name, None)
         second = simulate(config, name, None)
-        assert first["_history"] == second["_history"], name
-        assert torch.equal(first["_state"].bank, second["_state"].bank), name
+        assert first.history == second.history, name
+        assert torch.equal(first.state.devices.bank, second.state.devices.bank), name
 
 
-def test_fedavg_keeps_one_global_model_and_counts_both_directions() -> None:
-    config = tiny(rounds=1)
+def test_fedavg_downloads_only_stale_models_and_serves_the_global_one() -> None:
+    config = tiny(rounds=2)
     result = simulate(config, "fedavg", None)
-    bank = result["_state"].bank
-    assert torch.equal(bank, bank[0].expand_as(bank))
-    dense = codec.encoded_size(bank.shape[1], bank.shape[1], sparse=False)
-    assert result["bytes_total"] == 2 * config.data.devices * dense
+    d = result.summary["model_parameters"]
+    message = codec.framed(codec.encoded_size(d, d, sparse=False))
+    first, second = result.history
+    n = config.data.devices
+    assert first["bytes_round"] == n * message  # everyone holds x0: uploads only
+    assert second["bytes_round"] == 2 * n * message  # download of round 1's global model, then uploads
+    assert first["bytes_by_link"]["device-server"] == first["bytes_total"]
+    server = result.state.algorithm.combiner
+    assert server.version == 2
+    served = server.served(result.state.devices, result.extra["context"], None)
+    assert torch.equal(served, server.model.expand(n, -1))
+
+
+def test_summary_records_config_environment_and_ledger(tmp_path: Path) -> None:
+    result = simulate(tiny(rounds=1), "dpmn", tmp_path / "dpmn")
+    written = json.loads((tmp_path / "dpmn" / "summary.json").read_text())
+    assert written["environment"]["torch"] == torch.__version__
+    assert written["environment"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert written["config"]["rounds"] == 1 and (tmp_path / "dpmn" / "config.yaml").exists()
+    assert sum(written["bytes_by_link"].values()) == written["bytes_total"] == result.summary["bytes_total"]
+    assert written["bytes_by_kind"]["request"] > 0 and written["bytes_by_kind"]["probe"] > 0
+    assert not any(key.startswith("_") for key in written)

@@ -4,6 +4,7 @@ participation (`Round`). Both are built by the runtime; no component reads the e
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -35,6 +36,23 @@ class RunContext:
     @property
     def num_devices(self) -> int:
         return len(self.ids)
+
+    @staticmethod
+    def standalone(num_devices: int, dim: int, seed: int = 0, **fields: Any) -> RunContext:
+        """A context for using components outside a runtime (tests, notebooks): devices 0..N-1 in order, one
+        prunable layer, everyone reachable, no fixed topology, a direct transport with its own ledger; `fields`
+        replace any of these."""
+        from fedge.messaging.ledger import Ledger
+        from fedge.messaging.transport import DirectTransport
+
+        n = num_devices
+        defaults: dict[str, Any] = dict(
+            dim=dim, ids=torch.arange(n), layer_groups=[(0, dim)], prunable=torch.ones(dim, dtype=torch.bool),
+            head=(0, dim), topology=torch.zeros(n, n, dtype=torch.bool), physical=torch.ones(n, n, dtype=torch.bool),
+            target_density=torch.ones(n), k_max=torch.ones(n, dtype=torch.long),
+            data_sizes=torch.ones(n, dtype=torch.long), val_sizes=torch.ones(n, dtype=torch.long),
+            streams=Streams(seed), transport=DirectTransport(Ledger(n)))
+        return RunContext(**{**defaults, **fields})
 
     def rows_of(self, ids: torch.Tensor) -> torch.Tensor:
         """Storage rows of the given device ids."""

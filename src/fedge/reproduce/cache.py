@@ -105,10 +105,10 @@ def run_cell(cell: Cell, cache_folder: str, tick: Callable[[], None] | None = No
         if tick is not None:
             tick()
 
-    summary = simulate(config, cell.algorithm, None, setup=setup, on_round=on_round)
+    result = simulate(config, cell.algorithm, None, setup=setup, on_round=on_round)
     seconds = time.perf_counter() - started
-    history = [_plain(m) for m in summary["_history"]]
-    cache.store(cell, summary, history, seconds, time.process_time() - cpu_started)
+    history = [_plain(m) for m in result.history]
+    cache.store(cell, result.summary, history, seconds, time.process_time() - cpu_started)
     return seconds
 
 

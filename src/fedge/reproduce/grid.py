@@ -148,7 +148,8 @@ def resolved(config: ExperimentConfig, algorithm: str) -> dict[str, Any]:
 
 
 # The code a cell's numbers depend on; edits to the report, plots or other commands keep the cache valid.
-ENGINE_PARTS = ("algorithms", "core", "data", "models", "runtimes", "experiment.py", "config.py")
+ENGINE_PARTS = ("algorithms", "core", "data", "messaging", "models", "runtimes", "experiment.py", "config.py",
+                "registry.py")
 
 
 @functools.lru_cache(maxsize=1)

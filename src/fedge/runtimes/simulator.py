@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +23,15 @@ from fedge.config import to_dict
 from fedge.experiment import ExperimentConfig
 from fedge.messaging import Inbox, Ledger, make_transport
 from fedge.output import JsonlWriter, atomic_write_bytes, dumps, read_jsonl
-from fedge.runfolder import RunFolder, RunResult, environment
+from fedge.runfolder import RunFolder, RunResult, complete
 from fedge.runtimes import checkpoint
+from fedge.runtimes.device_threads import intra_op_threads
 from fedge.runtimes.faults import FaultModel
 from fedge.runtimes.latency import LatencyModel
 from fedge.runtimes.rounds import Federation, RoundEnv, RoundTimer, run_round
 from fedge.runtimes.setup import Setup, initial_devices, make_context, prepare, storage_order, stored_devices
 from fedge.runtimes.sharing import PeerExchange
-from fedge.runtimes.trainer import intra_op_threads, make_trainer, torch_threads
+from fedge.runtimes.trainer import BatchedTrainer, SequentialTrainer, make_trainer, run_threads
 
 SUMMARY_KEYS = ("accuracy_mean", "accuracy_p10", "loss_mean", "bytes_total", "bytes_by_link", "neighbours_mean",
                 "density_mean", "bytes_edge_total", "bytes_backhaul_total", "participants", "time_total")
@@ -58,6 +60,59 @@ def neighbour_ids(ctx: RunContext, adjacency: torch.Tensor) -> list[list[int]]:
     return [sorted(ctx.ids[adjacency[row]].tolist()) for row in rows.tolist()]
 
 
+@dataclass
+class Simulation:
+    """One algorithm's run, built and stepped round by round (what `simulate` drives; usable on its own)."""
+
+    config: ExperimentConfig
+    setup: Setup
+    ctx: RunContext
+    fed: Federation
+    trainer: SequentialTrainer | BatchedTrainer
+    env: RoundEnv
+    ledger: Ledger
+    timer: RoundTimer
+
+    @staticmethod
+    def build(config: ExperimentConfig, algorithm_name: str, setup: Setup | None = None,
+              device_order: Sequence[int] | torch.Tensor | None = None) -> Simulation:
+        """Everything round 1 needs; `device_order` stores device `device_order[r]` in row r (default: device r)."""
+        ALGORITHMS.check([algorithm_name], "algorithms")
+        setup = setup or prepare(config)
+        n = config.data.devices
+        ids = storage_order(config, device_order)
+        ledger = Ledger(n)
+        ctx = make_context(config, setup, make_transport(config.runtime.transport, ledger, ids), ids)
+        devices = initial_devices(config, setup)
+        algorithm = create(algorithm_name, config)
+        algorithm.start(ctx, devices)
+        fed = Federation(devices, algorithm, PeerExchange(n), Inbox.empty(ctx.dim),
+                         torch.zeros(n, n, dtype=torch.bool))
+        faults = FaultModel.create(config.faults, config.seed, config.rounds, ids, config.hierarchy.clusters)
+        latency = (LatencyModel.create(config.latency, config.seed, ids, ctx.data_sizes, config.train.epochs)
+                   if config.latency.enabled else None)
+        env = RoundEnv(faults=faults if faults.enabled else None, latency=latency)
+        trainer = make_trainer(setup.model, stored_devices(setup, ids), config.train)
+        return Simulation(config, setup, ctx, fed, trainer, env, ledger, RoundTimer())
+
+    def step(self) -> dict[str, Any]:
+        """Run the next round (evaluating on the configured schedule and in the last round); returns its metrics."""
+        number = self.fed.round + 1
+        evaluate = number == self.config.rounds or number % self.config.eval_every == 0
+        with intra_op_threads(run_threads(self.setup.model, self.config.train)):
+            return run_round(self.fed, self.ctx, self.trainer, self.timer, evaluate=evaluate, env=self.env)
+
+    @property
+    def done(self) -> bool:
+        return self.fed.round >= self.config.rounds
+
+    def checkpoint(self, algorithm_name: str, every: int, history: list[dict[str, Any]]) -> checkpoint.Checkpoint:
+        return checkpoint.Checkpoint(
+            algorithm=algorithm_name, round=self.fed.round, config_hash=checkpoint.config_hash(self.config),
+            config=to_dict(self.config), checkpoint_every=every, federation=self.fed.state_dict(),
+            ledger=self.ledger.state_dict(), history=history)
+
+
 def simulate(config: ExperimentConfig, algorithm_name: str, out_dir: str | Path | None,
              setup: Setup | None = None, on_round: Callable[[dict[str, Any]], None] | None = None,
              checkpoint_every: int = 0, resume: bool = False,
@@ -68,51 +123,30 @@ def simulate(config: ExperimentConfig, algorithm_name: str, out_dir: str | Path 
     from out_dir/checkpoint.pt when there is one (refusing a corrupt or foreign one with a ConfigError).
     `device_order` stores device `device_order[r]` in row r (default: device r); results do not depend on it.
     """
-    ALGORITHMS.check([algorithm_name], "algorithms")
-    setup = setup or prepare(config)
-    n = config.data.devices
-    ids = storage_order(config, device_order)
-    ledger = Ledger(n)
-    ctx = make_context(config, setup, make_transport(config.runtime.transport, ledger, ids), ids)
-    devices = initial_devices(config, setup)
-    algorithm = create(algorithm_name, config)
-    algorithm.start(ctx, devices)
-    fed = Federation(devices, algorithm, PeerExchange(n), Inbox.empty(ctx.dim), torch.zeros(n, n, dtype=torch.bool))
-    trainer = make_trainer(setup.model, stored_devices(setup, ids), config.train)
-    faults = FaultModel.create(config.faults, config.seed, config.rounds, ids, config.hierarchy.clusters)
-    latency = (LatencyModel.create(config.latency, config.seed, ids, ctx.data_sizes, config.train.epochs)
-               if config.latency.enabled else None)
-    env = RoundEnv(faults=faults if faults.enabled else None, latency=latency)
-    timer = RoundTimer()
+    sim = Simulation.build(config, algorithm_name, setup, device_order)
     out = Path(out_dir) if out_dir is not None else None
     history: list[dict[str, Any]] = []
     if resume and out is not None and out.is_dir():
-        history = _resume(out, config, algorithm_name, fed, ledger)
+        history = _resume(out, config, algorithm_name, sim.fed, sim.ledger)
     folder = RunFolder(out, append=bool(history)) if out else None
     neighbours_log = JsonlWriter(out / "neighbours.jsonl", truncate=not history) if out else None
     started = time.perf_counter()
     phase_by_round: list[dict[str, float]] = []  # this process's rounds only (not those before a resume)
     previous: dict[str, float] = {}
     try:
-        with torch_threads(intra_op_threads(setup.model, config.train)):
-            while fed.round < config.rounds:
-                last = fed.round + 1 == config.rounds
-                metrics = run_round(fed, ctx, trainer, timer, env=env,
-                                    evaluate=last or (fed.round + 1) % config.eval_every == 0)
-                history.append(metrics)
-                phase_by_round.append({k: v - previous.get(k, 0.0) for k, v in timer.seconds.items()})
-                previous = dict(timer.seconds)
-                if folder:
-                    folder.log(metrics)
-                if neighbours_log:
-                    neighbours_log.write({"round": fed.round, "neighbours": neighbour_ids(ctx, fed.neighbours)})
-                if out is not None and checkpoint_every > 0 and (last or fed.round % checkpoint_every == 0):
-                    checkpoint.save(out / checkpoint.FILENAME, checkpoint.Checkpoint(
-                        algorithm=algorithm_name, round=fed.round, config_hash=checkpoint.config_hash(config),
-                        config=to_dict(config), checkpoint_every=checkpoint_every, federation=fed.state_dict(),
-                        ledger=ledger.state_dict(), history=history))
-                if on_round:
-                    on_round(metrics)
+        while not sim.done:
+            metrics = sim.step()
+            history.append(metrics)
+            phase_by_round.append({k: v - previous.get(k, 0.0) for k, v in sim.timer.seconds.items()})
+            previous = dict(sim.timer.seconds)
+            if folder:
+                folder.log(metrics)
+            if neighbours_log:
+                neighbours_log.write({"round": sim.fed.round, "neighbours": neighbour_ids(sim.ctx, sim.fed.neighbours)})
+            if out is not None and checkpoint_every > 0 and (sim.done or sim.fed.round % checkpoint_every == 0):
+                checkpoint.save(out / checkpoint.FILENAME, sim.checkpoint(algorithm_name, checkpoint_every, history))
+            if on_round:
+                on_round(metrics)
     finally:
         for log in (folder, neighbours_log):
             if log:
@@ -121,20 +155,19 @@ def simulate(config: ExperimentConfig, algorithm_name: str, out_dir: str | Path 
     summary = {key: final.get(key) for key in SUMMARY_KEYS}
     summary.update({
         "algorithm": algorithm_name,
-        "rounds": fed.round,
+        "rounds": sim.fed.round,
         "transport": config.runtime.transport,
-        "bytes_by_kind": ledger.bytes_by_kind,
-        "messages_by_link": ledger.messages_by_link,
+        "bytes_by_kind": dict(sim.ledger.bytes_by_kind),
+        "messages_by_link": dict(sim.ledger.messages_by_link),
         "seconds": time.perf_counter() - started,
-        "phase_seconds": dict(timer.seconds),
+        "phase_seconds": dict(sim.timer.seconds),
         "phase_seconds_by_round": phase_by_round,
-        "model_parameters": setup.model.dim,
-        "config": to_dict(config),
-        "environment": environment(),
+        "model_parameters": sim.setup.model.dim,
     })
+    summary = complete(summary, to_dict(config))
     if folder:
         folder.finish(summary)
-    return RunResult(summary, history, state=fed, extra={"context": ctx})
+    return RunResult(summary, history, state=sim.fed, extra={"context": sim.ctx})
 
 
 def with_overrides(config: ExperimentConfig, **changes: Any) -> ExperimentConfig:

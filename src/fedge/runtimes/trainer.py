@@ -15,8 +15,7 @@ gradient and, being zero, stay exactly zero), optional momentum, then x â† x âˆ
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -262,23 +261,11 @@ def choose_batched(model: FlatModel, cfg: TrainConfig) -> bool:
     return cfg.batched == "on" or (cfg.batched == "auto" and model.dim < 200_000 and not convolutional)
 
 
-def intra_op_threads(model: FlatModel, cfg: TrainConfig) -> int | None:
+def run_threads(model: FlatModel, cfg: TrainConfig) -> int:
     """torch intra-op threads a run of this model should use: `train.threads`, or one for models under 200k
-    parameters (more only add synchronisation); None: leave torch's default. The runtime sets it for the run and
-    restores the previous value afterwards."""
-    return cfg.threads or (1 if model.dim < 200_000 else None)
-
-
-@contextmanager
-def torch_threads(count: int | None) -> Iterator[None]:
-    """Run a block with `count` torch intra-op threads (None: unchanged), restoring the previous count after."""
-    previous = torch.get_num_threads()
-    if count is not None:
-        torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
+    parameters (more only add synchronisation), else torch's current count. The runtime sets it around each round
+    (`device_threads.intra_op_threads`) and restores the previous value afterwards."""
+    return cfg.threads or (1 if model.dim < 200_000 else torch.get_num_threads())
 
 
 def make_trainer(model: FlatModel, devices: list[DeviceData], cfg: TrainConfig) -> SequentialTrainer | BatchedTrainer:
