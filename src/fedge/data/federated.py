@@ -8,13 +8,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from fedge.config import ConfigError
 from fedge.data.base import ArrayDataset
 from fedge.data.partition import PartitionSpec, partition, personalized_test_indices
-from fedge.experiment import DataConfig  # noqa: TC001
+from fedge.data.registry import DATASETS
+
+if TYPE_CHECKING:  # annotations only: fedge.experiment imports fedge.data.partition
+    from fedge.experiment import DataConfig
 
 
 @dataclass
@@ -63,10 +67,22 @@ def from_arrays(dataset: ArrayDataset, cfg: DataConfig, generator: torch.Generat
     return FederatedData(dataset.name, devices, dataset.num_classes, dataset.input_shape)
 
 
+def synthetic_federation(cfg: DataConfig, generator: torch.Generator) -> FederatedData:
+    """Synthetic(α, β) of FedProx: each device's data generated from its own model, split train/val/test."""
+    from fedge.data.synthetic import generate_synthetic
+
+    dataset, train_parts, test_parts = generate_synthetic(cfg.devices, cfg.synthetic_alpha, cfg.synthetic_beta,
+                                                          generator)
+    devices = []
+    for train_idx, test_idx in zip(train_parts, test_parts, strict=True):
+        xt, yt, xv, yv = split_validation(dataset.x_train[train_idx], dataset.y_train[train_idx],
+                                           cfg.val_fraction, generator)
+        devices.append(DeviceData(xt, yt, xv, yv, dataset.x_test[test_idx], dataset.y_test[test_idx]))
+    return FederatedData("synthetic", devices, dataset.num_classes, dataset.input_shape)
+
+
 def load_federated(cfg: DataConfig, seed: int) -> FederatedData:
     """Load/generate the configured dataset and split it over `cfg.devices` devices, deterministically."""
-    from fedge.data import DATASETS, synthetic_federation
-
     generator = torch.Generator().manual_seed(seed)
     if cfg.dataset == "synthetic":
         return synthetic_federation(cfg, generator)
@@ -74,5 +90,5 @@ def load_federated(cfg: DataConfig, seed: int) -> FederatedData:
         raise ConfigError(f"data.dataset: unknown dataset {cfg.dataset!r} (choose from synthetic, "
                           f"{', '.join(DATASETS)})")
     data_dir = Path(cfg.data_dir).expanduser() if cfg.data_dir else None
-    dataset = DATASETS[cfg.dataset](data_dir, cfg)
-    return from_arrays(dataset, cfg, generator)
+    loader = DATASETS.get(cfg.dataset).builder
+    return from_arrays(loader(data_dir, cfg), cfg, generator)

@@ -78,8 +78,11 @@ class Models:
         return codec.encode(self.values[row], self.masks[row], self.value_dtype, mask_known=known)
 
     def received(self) -> Models:
-        """What receivers decode, computed without encoding: values at the body's precision, zero where not kept."""
-        values = self.values if self.masks is None else torch.where(self.masks, self.values, 0.0)
+        """What receivers decode, computed without encoding: values at the body's precision, zero where not kept
+        (+0.0, as decoding writes it; nothing to do when every coordinate is kept)."""
+        values = self.values
+        if self.masks is not None and not bool(self.masks.all()):
+            values = torch.where(self.masks, values, 0.0)
         return Models(_rounded(values, self.value_dtype), self.slot, self.masks, self.value_dtype)
 
     def decode(self, blobs: Sequence[bytes], known: KnownMasks | None = None) -> Models:
@@ -94,12 +97,18 @@ class Models:
                 masks[p] = decoded.mask
         return Models(values, torch.arange(len(blobs)), masks, self.value_dtype)
 
+    def _one_each(self) -> bool:
+        return len(self.slot) == len(self.values) and torch.equal(self.slot, torch.arange(len(self.slot)))
+
     def rows(self) -> torch.Tensor:
-        """[P, d]: the values of every message (a gather: one row per message)."""
-        return self.values.index_select(0, self.slot)
+        """[P, d]: the values of every message (one row per message; `values` itself when message p carries row
+        p, else a gather)."""
+        return self.values if self._one_each() else self.values.index_select(0, self.slot)
 
     def mask_rows(self) -> torch.Tensor | None:
-        return None if self.masks is None else self.masks.index_select(0, self.slot)
+        if self.masks is None:
+            return None
+        return self.masks if self._one_each() else self.masks.index_select(0, self.slot)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 A transport moves batches of messages (`Route` + body) and returns what the receivers got (`Delivery`); every batch
 is counted in the ledger with the exact length of every message. Algorithms and aggregators read only deliveries.
-Three operations, as a network runtime needs them (torch.distributed maps them onto send/recv, gather, broadcast):
+Three operations, as a network runtime needs them (a torch.distributed runtime would map them onto send/recv,
+gather and broadcast):
 
 * `send`: point to point (peer exchange, similarity probes, requests);
 * `gather`: devices (or edges) to their aggregators (uploads);

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from fedge.config import ConfigError
+from fedge.registry import Registry
 
 
 def _flat_size(features: nn.Module, input_shape: tuple[int, ...]) -> int:
@@ -77,12 +78,12 @@ def mlp(input_shape: tuple[int, ...], num_classes: int, hidden: int = 64) -> nn.
     return nn.Sequential(nn.Flatten(), nn.Linear(prod(input_shape), hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
 
 
-MODELS: dict[str, Callable[[tuple[int, ...], int], nn.Module]] = {
-    "lenet5": lenet5,
-    "alexnet": alexnet,
-    "vgg16": vgg16,
-    "mlp": mlp,
-}
+Constructor = Callable[[tuple[int, ...], int], nn.Module]
+MODELS: Registry[Constructor] = Registry("model")
+MODELS.add("lenet5", lenet5, "LeNet-5 (LeCun et al. 1998), for image inputs")
+MODELS.add("alexnet", alexnet, "AlexNet adapted to 28x28 inputs")
+MODELS.add("vgg16", vgg16, "VGG-16")
+MODELS.add("mlp", mlp, "a Linear/ReLU stack (batched training)")
 
 
 def build_model(name: str, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
@@ -90,4 +91,6 @@ def build_model(name: str, input_shape: tuple[int, ...], num_classes: int) -> nn
         raise ConfigError(f"model: unknown model {name!r} (choose from {', '.join(MODELS)})")
     if name in ("lenet5", "alexnet", "vgg16") and len(input_shape) != 3:
         raise ConfigError(f"model: {name} needs image inputs [C, H, W], got features of shape {list(input_shape)}")
-    return MODELS[name](input_shape, num_classes)
+    module = MODELS.create(name, input_shape, num_classes)
+    assert isinstance(module, nn.Module)
+    return module

@@ -1,2 +1,3 @@
-"""How rounds run: the in-process simulator (`simulator`) and the torch.distributed runtime share the round loop in
-`rounds`."""
+"""How rounds run: the round loop (`rounds`), written once and driven by the in-process simulator (`simulator`);
+the peer-exchange protocol (`sharing`), trainers, fault and latency models, setup and checkpoints. Messages travel
+over the transports of `fedge.messaging` (direct or loopback, in one process)."""

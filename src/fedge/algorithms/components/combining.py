@@ -82,6 +82,11 @@ class NeighbourAveraging(Combiner):
         devices.bank = torch.where(devices.masks, mixed, 0.0)
 
 
+def rows_of(bank: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """bank[rows] without a copy when `rows` is every row in order (everyone takes part)."""
+    return bank if torch.equal(rows, torch.arange(len(bank))) else bank[rows]
+
+
 def client_weights(weighting: str, data_sizes: torch.Tensor) -> torch.Tensor:
     """Aggregation weights of the given senders: |D_i| (FedAvg) or 1 (`server.weighting: uniform`)."""
     return data_sizes.to(torch.float32) if weighting == "data_size" else torch.ones(len(data_sizes))
@@ -144,11 +149,13 @@ class ServerAveraging(Combiner):
             return
         self.held[senders] = -1  # they trained: their rows are no longer the server's model
         up = ctx.transport.gather(route(Kind.MODEL, rnd.number, Role.DEVICE, Role.SERVER, senders, 0),
-                                  Models.one_each(devices.bank[senders], value_dtype=ctx.payload_dtype))
+                                  Models.one_each(rows_of(devices.bank, senders), value_dtype=ctx.payload_dtype))
         assert isinstance(up.body, Models)
-        order = torch.argsort(ctx.ids[up.route.senders])
-        weights = client_weights(self.cfg.weighting, ctx.data_sizes[up.route.senders])
-        self.model = weighted_average(up.body.rows()[order], weights[order])
+        values, from_rows = up.body.rows(), up.route.senders
+        order = torch.argsort(ctx.ids[from_rows])  # the sum runs in sender-id order
+        if not torch.equal(order, torch.arange(len(order))):
+            values, from_rows = values[order], from_rows[order]
+        self.model = weighted_average(values, client_weights(self.cfg.weighting, ctx.data_sizes[from_rows]))
         self.version += 1
 
     def served(self, devices: DeviceState, ctx: RunContext, rnd: Round) -> torch.Tensor:

@@ -190,9 +190,9 @@ class EdgeCloudAveraging(Combiner):
         self.version[k] = self._new_version()
         up_leaders = torch.arange(k) if rnd.leaders_up is None else torch.nonzero(rnd.leaders_up).flatten()
         if len(up_leaders):
+            everyone = torch.zeros(len(up_leaders), dtype=torch.long)  # one global model for every leader
             got = ctx.transport.broadcast(route(Kind.DOWNLOAD, rnd.number, Role.SERVER, Role.EDGE, 0, up_leaders),
-                                          Models(self.models[k:k + 1], torch.zeros(len(up_leaders), dtype=torch.long),
-                                                 value_dtype=ctx.payload_dtype))
+                                          Models(self.models[k:k + 1].clone(), everyone, value_dtype=ctx.payload_dtype))
             assert isinstance(got.body, Models)
             self.models[got.route.receivers] = got.body.rows()
             self.version[got.route.receivers] = int(self.version[k])
