@@ -14,9 +14,8 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from fedge.caching.config import HEURISTICS, CacheConfig, TraceConfig
+from fedge.caching.rng import acceptance_draws
 from fedge.caching.similarity import SoftHitTable, item_embeddings
 from fedge.caching.simulator import CostModel, make_policies, simulate
 from fedge.caching.trace import build_trace
@@ -40,7 +39,7 @@ def main() -> int:
         table = SoftHitTable.build(emb, cfg.soft_hits)
         cap = cfg.network.capacity_items(trace.num_items)
         model = CostModel.from_config(cfg.cost, cfg.network)
-        u = np.random.default_rng(1).random(len(trace))
+        u = acceptance_draws(0, len(trace))
         print(f"{trace.name}: {len(trace)} requests, {trace.num_items} items, C={cap}, E={cfg.network.edges}, "
               f"similarity from {source}")
         for name in HEURISTICS:

@@ -1,9 +1,13 @@
 """Time one full federated epoch (every ml-latest-small user trains once) per algorithm.
 
-    python benchmarks/recsys_round_time.py --data-dir ../shared/data/movielens/ml-latest-small [--threads 2]
+    python benchmarks/recsys_round_time.py --data-dir ../shared/data/movielens/ml-latest-small [--threads 1] \
+        [--config configs/recsys-fedmf.yaml] [--transport direct|loopback]
 
-Prints, per algorithm, the mean wall time of a round over `--rounds` rounds (after one warm-up round) and the
-upload MB per round. A round = batch construction + batched local training of all 610 users + aggregation.
+Prints, per algorithm, the mean wall time of a round over `--rounds` rounds (after one warm-up round) and the MB
+devices sent and received per round (from the transport's ledger). A round = item requests and downloads, batch
+construction, batched local training of all 610 users, uploads and aggregation (and, decentralized, the edge-edge
+exchange). With `--config` the algorithm and its settings come from that file (e.g. the shipped fedmf config, 4
+local epochs); otherwise each of `--algorithms` runs with the defaults.
 """
 
 from __future__ import annotations
@@ -14,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from fedge.config import build
-from fedge.recsys.algorithms import ALGORITHMS
+from fedge.config import build, load_yaml
+from fedge.recsys.algorithms import build as build_algorithm
 from fedge.recsys.algorithms.base import Context
 from fedge.recsys.config import RecsysConfig
 from fedge.recsys.runner import prepare
@@ -26,29 +30,39 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--config", type=Path, help="a recsys config (overrides --algorithms)")
     parser.add_argument("--algorithms", nargs="+", default=["fedmf", "fedncf", "fedmeta", "dfedmf"])
-    parser.add_argument("--payloads", choices=["count", "encode"], default="count")
+    parser.add_argument("--transport", choices=["direct", "loopback"], default="direct")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    base = {"data": {"data_dir": str(args.data_dir)}, "train": {"payloads": args.payloads}}
+    mappings = []
+    if args.config:
+        mappings.append(load_yaml(args.config))
+    else:
+        for name in args.algorithms:
+            mappings.append({"algorithm": name, "model": {"dim": 16 if name in ("fedncf", "dfedncf") else 32}})
     ratings = None
-    for name in args.algorithms:
-        dim = 16 if name in ("fedncf", "dfedncf") else 32
-        cfg = build(RecsysConfig, {**base, "algorithm": name, "model": {"dim": dim}})
+    for mapping in mappings:
+        mapping = {**mapping, "data": {**mapping.get("data", {}), "data_dir": str(args.data_dir)},
+                   "runtime": {"transport": args.transport}}
+        cfg = build(RecsysConfig, mapping)
         ratings, data = prepare(cfg, ratings)
-        algo = ALGORITHMS[name](Context(cfg, data))
-        gen = torch.Generator().manual_seed(0)
-        state = algo.init_state(gen)
+        ctx = Context(cfg, data)
+        algo = build_algorithm(ctx)
+        ledger = ctx.transport.ledger
+        state = algo.init_state(ctx.streams.generator("recsys-init"))
         users = torch.arange(data.num_users)
-        times, mb = [], 0.0
-        for rnd in range(args.rounds + 1):
+        times, up, down = [], 0.0, 0.0
+        for rnd in range(1, args.rounds + 2):
+            ledger.begin_round()
             start = time.perf_counter()
-            report = algo.server_aggregate(state, algo.client_round(state, users, gen))
-            if rnd > 0:
+            algo.server_aggregate(state, algo.client_round(state, users, rnd), rnd)
+            if rnd > 1:
                 times.append(time.perf_counter() - start)
-                mb = report.bytes_up / 1e6
-        print(f"{name:8s} users={data.num_users} s/round={sum(times) / len(times):.2f} "
-              f"(min {min(times):.2f}) MB up/round={mb:.1f} threads={args.threads} payloads={args.payloads}")
+                up, down = float(ledger.device_sent.sum()) / 1e6, float(ledger.device_received.sum()) / 1e6
+        print(f"{cfg.algorithm:8s} users={data.num_users} s/round={sum(times) / len(times):.2f} "
+              f"(min {min(times):.2f}) MB up/round={up:.1f} MB down/round={down:.1f} threads={args.threads} "
+              f"transport={args.transport}")
 
 
 if __name__ == "__main__":

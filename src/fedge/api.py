@@ -19,8 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from fedge.algorithms import ALGORITHMS, Algorithm, Combiner, Component, Pruner, Sampler, Selector
-from fedge.algorithms.components.combining import ClientSampling, NeighbourAveraging, NeighbourRegularizer, \
-    ServerAveraging
+from fedge.algorithms.components.combining import (
+    ClientSampling,
+    NeighbourAveraging,
+    NeighbourRegularizer,
+    ServerAveraging,
+)
 from fedge.algorithms.components.hierarchy import EdgeCloudAveraging
 from fedge.algorithms.components.pruning import AdaptivePruner
 from fedge.algorithms.components.selection import FixedTopology, RandomLikeSelection, SimilaritySelection

@@ -6,8 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from fedge import cli
+from fedge.caching.config import CacheConfig
+from fedge.caching.runner import run_cache
+from fedge.config import build
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "movielens" / "ml-latest-small"
 TINY = ["--set", "trace.num_items=60", "--set", "trace.requests_per_episode=250", "--episodes", "2", "--edges", "2",
@@ -32,9 +36,32 @@ def test_run_writes_report(tmp_path: Path, capsys: pytest.CaptureFixture) -> Non
     assert summary["capacity_items"] == 6 and summary["config"]["network"]["edges"] == 2
     assert set(summary["soft_hits_lower_cost"]) == {"lru", "sim-lfu", "fed-dqn"}
     assert "fed-dqn" in summary["learned_vs_heuristics"]
+    fed = summary["policies"]["fed-dqn"]
+    assert fed["bytes_total"] > 0 and fed["bytes_by_link"]["edge-cloud"] == fed["bytes_total"]
+    assert "bytes_total" not in summary["policies"]["lru"]
+    assert summary["environment"]["torch"] and summary["config"]["runtime"]["transport"] == "direct"
+    assert yaml.safe_load((out / "config.yaml").read_text()) == summary["config"]
     for name in ("cost_per_episode.png", "hit_ratios.png"):
         assert (out / name).stat().st_size > 1000
     assert "avg cost" in capsys.readouterr().out
+
+
+def test_run_cache_is_the_same_through_both_transports(tmp_path: Path) -> None:
+    """Acceptance 4: `fedge cache`'s fed-dqn moves its traffic through the transport and ledger; loopback bytes give
+    the same history (costs and bytes) as the direct path, and the command's files are what `run_cache` returns."""
+    results = {}
+    for name in ("direct", "loopback"):
+        cfg = build(CacheConfig, {"policies": ["lru", "fed-dqn", "dqn"], "runtime": {"transport": name},
+                                  "trace": {"num_items": 60, "requests_per_episode": 250, "episodes": 2},
+                                  "network": {"edges": 2, "capacity": 6},
+                                  "agent": {"warmup": 16, "batch_size": 8, "hidden": 8}})
+        results[name] = run_cache(cfg, tmp_path / name, show=False)
+    assert results["direct"].history == results["loopback"].history
+    fed = [r for r in results["loopback"].history if r["policy"] == "fed-dqn"]
+    assert fed[-1]["bytes_total"] == results["loopback"].summary["policies"]["fed-dqn"]["bytes_total"] > 0
+    assert all(r["bytes_total"] == 0 for r in results["loopback"].history if r["policy"] == "dqn")
+    written = [json.loads(x) for x in (tmp_path / "loopback" / "metrics.jsonl").read_text().splitlines()]
+    assert written == json.loads(json.dumps(results["loopback"].history))
 
 
 @pytest.mark.parametrize(("argv", "message"), [

@@ -1,4 +1,5 @@
-"""Fixtures for the recsys tests: small hand-built MovieLens-like data (nothing is downloaded)."""
+"""Fixtures for the recsys tests: small hand-built MovieLens-like data (nothing is downloaded) and a loopback
+transport that records every message that crossed it."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import pytest
 import torch
 
 from fedge.config import build
+from fedge.core.codec import Frame, unframe
 from fedge.data.movielens import Ratings
+from fedge.messaging import Ledger, LoopbackTransport
 from fedge.recsys.config import RecsysConfig
 
 
@@ -51,3 +54,34 @@ def tiny() -> Ratings:
 def tiny_config() -> Callable[..., RecsysConfig]:
     """Config builder: tiny_config(tmp_path, section__key=value, ...)."""
     return _tiny_config
+
+
+class Recording(LoopbackTransport):
+    """A loopback transport that keeps every message that crossed it (frame + body, as bytes)."""
+
+    def __init__(self, ledger: Ledger, addresses: torch.Tensor | None = None) -> None:
+        super().__init__(ledger, addresses)
+        self.messages: list[bytes] = []
+
+    def carry(self, message: bytes) -> bytes:
+        self.messages.append(bytes(message))
+        return message
+
+    def frames(self) -> list[tuple[Frame, bytes]]:
+        """(frame, body) of every message, in the order they crossed."""
+        return [unframe(m) for m in self.messages]
+
+
+class Recorder:
+    """A transport factory for `fedge.recsys.runner.run` that keeps the recording transport it built."""
+
+    transport: Recording
+
+    def __call__(self, ledger: Ledger) -> Recording:
+        self.transport = Recording(ledger)
+        return self.transport
+
+
+@pytest.fixture
+def recorder() -> Recorder:
+    return Recorder()

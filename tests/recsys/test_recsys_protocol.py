@@ -4,6 +4,8 @@ import math
 
 import torch
 
+from fedge.core.streams import Streams
+from fedge.recsys.draws import Draws
 from fedge.recsys.protocol import build_explicit, build_implicit, hit_ndcg, rank_of_positive, sample_negatives
 
 
@@ -43,9 +45,14 @@ def test_implicit_split_holds_out_latest_and_unseen_negatives(tiny) -> None:
         train = data.train_item[data.user_ptr[u]: data.user_ptr[u + 1]].tolist()
         assert sorted(train) == sorted(set(tiny.item[mine].tolist()) - {int(latest)})
     users = torch.arange(tiny.num_users).repeat(50)
-    negatives = sample_negatives(data, users, torch.Generator().manual_seed(1))
+    draws = Draws(Streams(1), "recsys-train/negatives", 3)
+    negatives = sample_negatives(data, users, draws)
     seen = set((tiny.user * tiny.num_items + tiny.item).tolist())
     assert not set((users * tiny.num_items + negatives).tolist()) & seen
+    # A user's draws depend on nothing but (seed, purpose, round, user): not on who else is in the batch
+    alone = sample_negatives(data, torch.full((50,), 5), draws)
+    assert torch.equal(alone, negatives[users == 5])
+    assert not torch.equal(alone, sample_negatives(data, torch.full((50,), 5), Draws(Streams(1), "x", 3)))
 
 
 def test_explicit_split_is_per_user_and_disjoint(tiny) -> None:

@@ -55,11 +55,11 @@ def test_momentum_accumulates_only_on_used_rows() -> None:
 def test_fedmf_round_with_adaptive_server_moves_only_touched_items(kind, tiny, tiny_config, tmp_path) -> None:
     cfg = tiny_config(tmp_path, train__server_optimizer=kind, train__server_lr=0.05)
     _, data = prepare(cfg, tiny)
-    algo = ALGORITHMS["fedmf"](Context(cfg, data))
+    algo = ALGORITHMS.create("fedmf", Context(cfg, data))
     state = algo.init_state(torch.Generator().manual_seed(0))
     before = state.shared["item"].clone()
-    uploads = algo.client_round(state, torch.tensor([0, 1]), torch.Generator().manual_seed(1))
-    algo.server_aggregate(state, uploads)
+    uploads = algo.client_round(state, torch.tensor([0, 1]), 1)
+    algo.server_aggregate(state, uploads, 1)
     touched = torch.zeros(data.num_items, dtype=torch.bool)
     touched[uploads.pair_item] = True
     assert torch.equal(state.shared["item"][~touched], before[~touched])
@@ -70,14 +70,14 @@ def test_fedmf_round_with_adaptive_server_moves_only_touched_items(kind, tiny, t
 def test_fedmf_sgd_server_equals_adding_the_average(tiny, tiny_config, tmp_path) -> None:
     cfg = tiny_config(tmp_path)
     _, data = prepare(cfg, tiny)
-    algo = ALGORITHMS["fedmf"](Context(cfg, data))
+    algo = ALGORITHMS.create("fedmf", Context(cfg, data))
     state = algo.init_state(torch.Generator().manual_seed(0))
     before = {k: v.clone() for k, v in state.shared.items()}
-    uploads = algo.client_round(state, torch.arange(data.num_users), torch.Generator().manual_seed(1))
-    item_mean, _, dense, _ = aggregate(uploads, via_wire=False)
-    algo.server_aggregate(state, uploads)
-    assert torch.allclose(state.shared["item"], before["item"] + item_mean)
-    assert torch.allclose(state.shared["mu"], before["mu"] + dense["mu"])
+    uploads = algo.client_round(state, torch.arange(data.num_users), 1)
+    average = aggregate(uploads)
+    algo.server_aggregate(state, uploads, 1)
+    assert torch.allclose(state.shared["item"], before["item"] + average.item_mean)
+    assert torch.allclose(state.shared["mu"], before["mu"] + average.dense_mean["mu"])
 
 
 def test_bad_server_settings_are_config_errors(tiny_config, tmp_path) -> None:

@@ -7,19 +7,30 @@ follows Christodoulou (2019) as used by Sun et al. (IEEE JSAC 2023): two critics
 action distribution instead of reparameterisation, and an automatically tuned temperature whose target entropy is
 `target_entropy_ratio`·log(C+1). The final scoring layers (`head`, `none_head`) are the "personal" layers that the
 federated variants may keep local.
+
+Agents are built by name from the registry `AGENTS` (`AGENTS.create("dqn", capacity, cfg, streams)`); a library may
+register its own. Each agent draws from its own named streams (`AgentStreams`: initialisation, exploration, replay
+sampling), keyed by its endpoint (role and index), so an agent's draws do not depend on the other agents.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol, cast
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fedge.caching.config import AgentConfig
+from fedge.caching.config import LEARNED, AgentConfig
 from fedge.caching.env import FEATURES
+from fedge.caching.rng import numpy_stream
+from fedge.core.streams import Streams
+from fedge.messaging.messages import Role
+from fedge.registry import Registry
 
 PERSONAL = ("head.", "none_head.")
 
@@ -119,19 +130,55 @@ def load_flat_params(modules: dict[str, nn.Module], vector: torch.Tensor, person
             offset += p.numel()
 
 
+@dataclass
+class AgentStreams:
+    """The named streams of the agent at one endpoint: `init_seed` seeds its networks' initialisation, `explore` its
+    exploration draws, `replay` its minibatch indices (`fedge.caching.rng` lists the purposes)."""
+
+    init_seed: int
+    explore: np.random.Generator
+    replay: np.random.Generator
+
+    @classmethod
+    def of(cls, streams: Streams, role: Role = Role.EDGE, index: int = 0) -> AgentStreams:
+        """The streams of endpoint (role, index): an edge's agent, or the cloud's initial model (Role.SERVER, 0)."""
+        parts = (int(role), index)
+        return cls(streams.generator("cache-agent-init", *parts).initial_seed(),
+                   numpy_stream(streams.seed, "cache-agent-explore", *parts),
+                   numpy_stream(streams.seed, "cache-agent-replay", *parts))
+
+
 def _seeded_nets(seed: int, hidden: int, count: int) -> list[SlotNet]:
-    """`count` SlotNets initialised from `seed` without disturbing the global torch RNG."""
+    """`count` SlotNets initialised from `seed` without disturbing the global torch RNG (nn.Linear initialises from
+    it; `fork_rng` restores it afterwards)."""
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         return [SlotNet(hidden) for _ in range(count)]
 
 
+class Agent(Protocol):
+    """What training needs of a learned caching agent."""
+
+    def act(self, obs: np.ndarray, explore: bool = True) -> int: ...
+
+    def remember(self, obs: np.ndarray, action: int, reward: float, next_obs: np.ndarray, discount: float) -> None: ...
+
+    def modules(self) -> dict[str, nn.Module]: ...
+
+    def refresh(self) -> None: ...
+
+
+AgentBuilder = Callable[[int, AgentConfig, AgentStreams], Agent]  # (capacity C, config, streams) -> agent
+AGENTS: Registry[AgentBuilder] = Registry("caching agent")
+
+
 class DQNAgent:
     """Double DQN with ε-greedy exploration decaying linearly over `epsilon_decay_steps` decisions."""
 
-    def __init__(self, capacity: int, cfg: AgentConfig, seed: int) -> None:
-        self.cfg, self.rng, self.memory = cfg, np.random.default_rng(seed), Memory(capacity, cfg)
-        self.q, self.q_target = _seeded_nets(seed, cfg.hidden, 2)
+    def __init__(self, capacity: int, cfg: AgentConfig, streams: AgentStreams) -> None:
+        self.cfg, self.rng, self.batch_rng = cfg, streams.explore, streams.replay
+        self.memory = Memory(capacity, cfg)
+        self.q, self.q_target = _seeded_nets(streams.init_seed, cfg.hidden, 2)
         self.weights: list[np.ndarray] | None = None
         self.q_target.load_state_dict(self.q.state_dict())
         self.opt = torch.optim.Adam(self.q.parameters(), lr=cfg.lr)
@@ -160,7 +207,7 @@ class DQNAgent:
         return int(numpy_scores(self.weights, obs).argmax())
 
     def learn(self) -> None:
-        obs, a, r, nxt, disc = self.memory.replay.sample(self.cfg.batch_size, self.rng)
+        obs, a, r, nxt, disc = self.memory.replay.sample(self.cfg.batch_size, self.batch_rng)
         with torch.no_grad():
             best = self.q(nxt).argmax(1, keepdim=True)
             y = r + disc * self.q_target(nxt).gather(1, best).squeeze(1)
@@ -175,9 +222,10 @@ class DQNAgent:
 class SACAgent:
     """Discrete soft actor-critic; acts by sampling its policy while training, greedily otherwise."""
 
-    def __init__(self, capacity: int, cfg: AgentConfig, seed: int) -> None:
-        self.cfg, self.rng, self.memory = cfg, np.random.default_rng(seed), Memory(capacity, cfg)
-        self.actor, self.q1, self.q2, self.t1, self.t2 = _seeded_nets(seed, cfg.hidden, 5)
+    def __init__(self, capacity: int, cfg: AgentConfig, streams: AgentStreams) -> None:
+        self.cfg, self.rng, self.batch_rng = cfg, streams.explore, streams.replay
+        self.memory = Memory(capacity, cfg)
+        self.actor, self.q1, self.q2, self.t1, self.t2 = _seeded_nets(streams.init_seed, cfg.hidden, 5)
         self.weights: list[np.ndarray] | None = None
         self.t1.load_state_dict(self.q1.state_dict())
         self.t2.load_state_dict(self.q2.state_dict())
@@ -210,7 +258,7 @@ class SACAgent:
         return int(np.searchsorted(np.cumsum(p), self.rng.random() * p.sum()).clip(0, len(p) - 1))
 
     def learn(self) -> None:
-        obs, a, r, nxt, disc = self.memory.replay.sample(self.cfg.batch_size, self.rng)
+        obs, a, r, nxt, disc = self.memory.replay.sample(self.cfg.batch_size, self.batch_rng)
         alpha = self.log_alpha.exp().detach()
         with torch.no_grad():
             logp_n = torch.log_softmax(self.actor(nxt), 1)
@@ -239,5 +287,17 @@ class SACAgent:
         _soft_update(self.t2, self.q2, self.cfg.target_tau)
 
 
-def make_agent(kind: str, capacity: int, cfg: AgentConfig, seed: int) -> DQNAgent | SACAgent:
-    return SACAgent(capacity, cfg, seed) if kind == "sac" else DQNAgent(capacity, cfg, seed)
+AGENTS.add("sac", SACAgent, "discrete soft actor-critic (Christodoulou 2019), as in Sun et al. 2023")
+AGENTS.add("dqn", DQNAgent, "double DQN with soft target updates and linearly decaying ε-greedy exploration")
+
+
+def make_agent(kind: str, capacity: int, cfg: AgentConfig, streams: Streams, role: Role = Role.EDGE,
+               index: int = 0) -> Agent:
+    """The registered agent `kind` for endpoint (role, index), drawing from that endpoint's streams."""
+    return cast(Agent, AGENTS.create(kind, capacity, cfg, AgentStreams.of(streams, role, index)))
+
+
+def learned_policies() -> list[str]:
+    """Every learned policy name: the built-ins first, then `<agent>` and `fed-<agent>` for registered extras."""
+    extra = [p for name in AGENTS for p in (name, f"fed-{name}") if p not in LEARNED]
+    return [*LEARNED, *extra]

@@ -154,6 +154,14 @@ class AgentConfig:
 
 
 @dataclass
+class RuntimeConfig:
+    """How the federated agents' messages travel (fedge.messaging): `direct` hands tensors over, `loopback` encodes
+    every message to bytes and decodes it on the receiving side (the same results, bit for bit)."""
+
+    transport: Literal["direct", "loopback"] = "direct"
+
+
+@dataclass
 class CacheConfig:
     """Everything `fedge cache` needs; `policies` are compared on the same request stream."""
 
@@ -165,8 +173,14 @@ class CacheConfig:
     cost: CostConfig = field(default_factory=CostConfig)
     soft_hits: SoftHitConfig = field(default_factory=SoftHitConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
     def validate(self) -> None:
+        """Learned policies are `<agent>` or `fed-<agent>` for any agent in `fedge.caching.agents.AGENTS`, so
+        agents a library registers are accepted."""
+        from fedge.caching.agents import learned_policies  # here: the agents module imports this one
+
+        choices = HEURISTICS + tuple(learned_policies())
         check(len(self.policies) >= 1, "policies: give at least one policy")
         for name in self.policies:
-            check(name in POLICIES, f"policies: unknown policy {name!r} (choose from {', '.join(POLICIES)})")
+            check(name in choices, f"policies: unknown policy {name!r} (choose from {', '.join(choices)})")

@@ -21,13 +21,17 @@ ONLINE_HEURISTICS = ("lru", "lfu", "fifo", "random", "sim-lfu")  # no future kno
 KEYS = ("cost", "delay_ms", "direct_hit_ratio", "soft_hit_ratio", "neighbour_ratio", "cloud_ratio")
 
 
-def summarise_run(episodes: list[dict[str, float]]) -> dict[str, Any]:
-    """Request-weighted averages over all episodes, total backhaul, and the per-episode cost curve."""
+def summarise_run(episodes: list[dict[str, Any]]) -> dict[str, Any]:
+    """Request-weighted averages over all episodes, total backhaul, the per-episode cost curve and, for learned
+    policies, the bytes their agents' messages moved (`bytes_total`, `bytes_by_link`: the ledger at the end)."""
     n = sum(e["requests"] for e in episodes)
     out: dict[str, Any] = {k: sum(e[k] * e["requests"] for e in episodes) / max(n, 1) for k in KEYS}
     out["requests"] = n
     out["backhaul_mb"] = sum(e["backhaul_mb"] for e in episodes)
     out["cost_per_episode"] = [e["cost"] for e in episodes]
+    if episodes and "bytes_total" in episodes[-1]:
+        out["bytes_total"] = episodes[-1]["bytes_total"]
+        out["bytes_by_link"] = dict(episodes[-1]["bytes_by_link"])
     return out
 
 
@@ -92,7 +96,8 @@ def plot_hits(runs: dict[str, dict[str, Any]], path: Path, title: str) -> None:
 
 
 def print_summary(runs: dict[str, dict[str, Any]], title: str) -> None:
-    rows = [[name, r["cost"], r["delay_ms"], r["direct_hit_ratio"], r["soft_hit_ratio"], r["backhaul_mb"]]
-            for name, r in runs.items()]
-    print_table(title, ["policy", "avg cost", "avg delay (ms)", "direct hit ratio", "soft hit ratio", "backhaul (MB)"],
-                rows)
+    """The Rich table; "model traffic" is what the learned agents' messages moved (— for heuristics)."""
+    rows = [[name, r["cost"], r["delay_ms"], r["direct_hit_ratio"], r["soft_hit_ratio"], r["backhaul_mb"],
+             r["bytes_total"] / 1e6 if "bytes_total" in r else "—"] for name, r in runs.items()]
+    print_table(title, ["policy", "avg cost", "avg delay (ms)", "direct hit ratio", "soft hit ratio", "backhaul (MB)",
+                        "model traffic (MB)"], rows)

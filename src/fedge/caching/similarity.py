@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from fedge.caching.config import SoftHitConfig
+from fedge.caching.rng import numpy_stream
 from fedge.caching.trace import Trace, read_genres
 from fedge.core.similarity import cosine_to
 from fedge.errors import DataError
@@ -107,8 +108,9 @@ def genre_embeddings(data_dir: Path | None, trace: Trace) -> np.ndarray:
 
 
 def synthetic_embeddings(num_items: int, dim: int, clusters: int, seed: int) -> np.ndarray:
-    """Seeded clustered vectors: cluster centre plus noise, so items of a cluster are mutually similar."""
-    rng = np.random.default_rng(seed + 7919)
+    """Seeded clustered vectors (stream `cache-embeddings`): cluster centre plus noise, so items of a cluster are
+    mutually similar."""
+    rng = numpy_stream(seed, "cache-embeddings")
     centres = rng.standard_normal((clusters, dim))
     assign = rng.integers(0, clusters, size=num_items)
     return (centres[assign] + 0.5 * rng.standard_normal((num_items, dim))).astype(np.float32)

@@ -22,6 +22,7 @@ import numpy as np
 
 from fedge.caching.config import CostConfig, NetworkConfig
 from fedge.caching.policies import FIFO, LFU, LRU, Belady, RandomEviction, SimilarityLFU, StaticTop, next_use
+from fedge.caching.rng import numpy_stream
 from fedge.caching.similarity import SoftHitTable
 from fedge.caching.trace import Trace
 
@@ -72,7 +73,7 @@ def make_policies(name: str, capacity: int, trace: Trace, edges: int, seed: int)
     if name == "static":
         return [StaticTop(capacity, trace.items[trace.edges == e]) for e in range(edges)]
     if name == "random":
-        return [RandomEviction(capacity, np.random.default_rng([seed, e])) for e in range(edges)]
+        return [RandomEviction(capacity, numpy_stream(seed, "cache-random-eviction", e)) for e in range(edges)]
     simple = {"lru": LRU, "lfu": LFU, "fifo": FIFO, "sim-lfu": SimilarityLFU}
     return [simple[name](capacity) for _ in range(edges)]
 

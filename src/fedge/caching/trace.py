@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from fedge.caching.config import TraceConfig
+from fedge.caching.rng import numpy_stream
 from fedge.errors import DataError
 
 
@@ -82,9 +83,9 @@ def read_genres(data_dir: Path | None) -> dict[int, list[str]]:
 
 
 def assign_edges(users: np.ndarray, edges: int, seed: int) -> np.ndarray:
-    """Seeded rule: users in a random order (numpy Generator(seed)) are dealt to edges round-robin."""
+    """Seeded rule: users in a random order (stream `cache-edge-assignment`) are dealt to edges round-robin."""
     unique = np.unique(users)
-    order = np.random.default_rng(seed).permutation(len(unique))
+    order = numpy_stream(seed, "cache-edge-assignment").permutation(len(unique))
     edge_of = np.empty(len(unique), dtype=np.int64)
     edge_of[order] = np.arange(len(unique)) % edges
     return edge_of[np.searchsorted(unique, users)]
@@ -103,26 +104,28 @@ def movielens_trace(cfg: TraceConfig, edges: int, seed: int) -> Trace:
 
 def synthetic_trace(cfg: TraceConfig, edges: int, seed: int) -> Trace:
     """Zipf(alpha) requests, edges uniformly at random; every `drift_every` requests a `drift_fraction` of each
-    edge's ranks are swapped at random (popularity drift)."""
-    rng = np.random.default_rng(seed)
+    edge's ranks are swapped at random (popularity drift). Each part draws from its own named stream (see
+    `fedge.caching.rng`): an edge's ranking and drift do not depend on the other edges."""
     n, m = cfg.episodes * cfg.requests_per_episode, cfg.num_items
     ranks = np.arange(1, m + 1, dtype=np.float64)
     cdf = np.cumsum(ranks ** -cfg.zipf_alpha)
     cdf /= cdf[-1]
-    base = rng.permutation(m)
+    base = numpy_stream(seed, "cache-trace-popularity").permutation(m)
     perms = np.empty((edges, m), dtype=np.int64)
     for e in range(edges):
         perms[e] = base
-        _swap(perms[e], int(cfg.edge_shuffle * m / 2), rng)
-    edge_of = rng.integers(0, edges, size=n)
-    rank_of = np.minimum(np.searchsorted(cdf, rng.random(n)), m - 1)
+        _swap(perms[e], int(cfg.edge_shuffle * m / 2), numpy_stream(seed, "cache-trace-edge-shuffle", e))
+    requests = numpy_stream(seed, "cache-trace-requests")
+    edge_of = requests.integers(0, edges, size=n)
+    rank_of = np.minimum(np.searchsorted(cdf, requests.random(n)), m - 1)
     items = np.empty(n, dtype=np.int64)
     block = cfg.drift_every if cfg.drift_every > 0 else n
-    for start in range(0, n, block):
+    for number, start in enumerate(range(0, n, block)):
         stop = min(n, start + block)
         items[start:stop] = perms[edge_of[start:stop], rank_of[start:stop]]
-        for e in range(edges):
-            _swap(perms[e], int(cfg.drift_fraction * m / 2), rng)
+        if cfg.drift_every > 0 and stop < n:
+            for e in range(edges):
+                _swap(perms[e], int(cfg.drift_fraction * m / 2), numpy_stream(seed, "cache-trace-drift", e, number))
     return Trace(items, edge_of.astype(np.int64), np.zeros(n, dtype=np.int64), m, np.arange(m, dtype=np.int64),
                  "synthetic")
 

@@ -1,6 +1,7 @@
 """Federated recommendation on MovieLens: fedmf, fedncf, fedmeta, decentralized (dfedmf, dfedncf) and the
 centralized references (central-mf, central-neumf), under the implicit (HR@10, NDCG@10) or explicit (RMSE)
-protocol. Writes metrics.jsonl, summary.json, item_embeddings.pt and topk.json to the output folder."""
+protocol. Every exchange crosses a transport (`--set runtime.transport=loopback` encodes each message to bytes).
+Writes metrics.jsonl, summary.json, config.yaml, item_embeddings.pt and topk.json to the output folder."""
 
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def resolve(args: argparse.Namespace) -> Any:
+    """The resolved config (YAML, flags, `--set`), with the algorithm's name checked against the registry."""
+    from fedge.recsys.algorithms import RECSYS_ALGORITHMS
     from fedge.recsys.config import RecsysConfig
 
     mapping: dict[str, Any] = load_yaml(args.config) if args.config else {}
@@ -43,14 +46,16 @@ def resolve(args: argparse.Namespace) -> Any:
     mapping = apply_overrides(mapping, overrides + list(args.set))
     if "out_dir" not in mapping:
         mapping["out_dir"] = str(Path("runs/recsys") / str(mapping.get("algorithm", "fedmf")))
-    return build(RecsysConfig, mapping)
+    cfg = build(RecsysConfig, mapping)
+    RECSYS_ALGORITHMS.check([cfg.algorithm], "algorithm")
+    return cfg
 
 
 def main(args: argparse.Namespace) -> int:
     from fedge.recsys.runner import run
 
     cfg = resolve(args)
-    summary = run(cfg)
+    summary = run(cfg).summary
     quality = [summary.get("hr@10", "-"), summary.get("ndcg@10", "-"), summary.get("rmse", "-")]
     print_table(f"fedge recsys: {cfg.algorithm} on {cfg.data.dataset} ({summary['protocol']})",
                 ["algorithm", "HR@10", "NDCG@10", "RMSE", "MB up", "MB down", "MB peer", "s/round"],

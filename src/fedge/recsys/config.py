@@ -58,7 +58,6 @@ class TrainConfig:
     server_beta2: float = 0.99
     server_eps: float = 1e-3  # adaptivity tau of FedAdagrad/FedAdam/FedYogi
     upload: Literal["interacted", "full"] = "interacted"
-    payloads: Literal["encode", "count"] = "count"
     value_dtype: Literal["fp32", "fp16"] = "fp32"
     central_batch_size: int = 1024  # centralized reference only
 
@@ -113,6 +112,14 @@ class DecentralizedConfig:
 
 
 @dataclass
+class RuntimeConfig:
+    """How messages travel: `direct` hands tensors over (zero-copy, the fast path); `loopback` encodes every message
+    to bytes and the receiver decodes them (same results, tested; slower)."""
+
+    transport: Literal["direct", "loopback"] = "direct"
+
+
+@dataclass
 class RecsysConfig:
     algorithm: str = "fedmf"
     seed: int = 0
@@ -125,14 +132,14 @@ class RecsysConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     meta: MetaConfig = field(default_factory=MetaConfig)
     decentralized: DecentralizedConfig = field(default_factory=DecentralizedConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
     def validate(self) -> None:
-        from fedge.recsys.algorithms import ALGORITHMS
-
-        check(self.algorithm in ALGORITHMS,
-              f"algorithm: {self.algorithm!r} is not one of {', '.join(sorted(ALGORITHMS))}")
+        # The algorithm's name is checked where a run starts (`fedge.recsys.runner.run`, the command), against the
+        # algorithm registry: importing it here would make config and algorithms import each other.
         check(self.eval_every >= 1, f"eval_every: must be >= 1, got {self.eval_every}")
         check(self.top_k >= 1, f"top_k: must be >= 1, got {self.top_k}")
 
 
-__all__ = ["DataConfig", "DecentralizedConfig", "MetaConfig", "ModelConfig", "RecsysConfig", "TrainConfig"]
+__all__ = ["DataConfig", "DecentralizedConfig", "MetaConfig", "ModelConfig", "RecsysConfig", "RuntimeConfig",
+           "TrainConfig"]

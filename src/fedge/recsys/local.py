@@ -11,6 +11,9 @@ Each interaction gathers its client's rows; the loss is the sum over clients of 
 gradient of client b's copy is exactly client b's own gradient. Adam is coordinate-wise, so one Adam over the stacked
 copies is B independent local Adams. This is local training of FedAvg (McMahan et al. 2017) without a Python loop
 over users.
+
+Every random draw (negatives, minibatch order) is keyed by (seed, purpose, round, user, draw number) through
+`fedge.recsys.draws.Draws`, so a user trains the same way whichever users share its round.
 """
 
 from __future__ import annotations
@@ -20,18 +23,22 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from fedge.core.aggregation import positions_within
+from fedge.recsys.draws import Draws
 from fedge.recsys.models import Model, Segments
 from fedge.recsys.protocol import RecData, sample_negatives
 
 
 @dataclass
 class RoundBatch:
-    """The training examples of one round: interaction n belongs to client `client[n]` (index into `users`)."""
+    """The training examples of one round: interaction n belongs to client `client[n]` (index into `users`) and is
+    that client's example number `index[n]` (what its random draws are keyed by)."""
 
     users: torch.Tensor  # [B] global user ids
     client: torch.Tensor  # [n]
     item: torch.Tensor  # [n]
     target: torch.Tensor  # [n]
+    index: torch.Tensor  # [n]
 
 
 @dataclass
@@ -56,22 +63,33 @@ class Copies:
         return [self.user, self.item, *self.dense.values()]
 
 
-def make_batch(data: RecData, users: torch.Tensor, num_negatives: int, generator: torch.Generator) -> RoundBatch:
-    """The users' own training interactions plus, for implicit feedback, `num_negatives` fresh negatives each."""
+def make_batch(data: RecData, users: torch.Tensor, num_negatives: int, draws: Draws) -> RoundBatch:
+    """The users' own training interactions plus, for implicit feedback, `num_negatives` fresh negatives each
+    (stream `<purpose>/negatives`)."""
     client, rows = data.user_rows(users)
     item, target = data.train_item[rows], data.train_target[rows]
+    index = rows - data.user_ptr[users][client]  # client-major: a client's positives are numbered 0, 1, ...
     if data.protocol == "implicit" and num_negatives > 0:
         neg_client = client.repeat_interleave(num_negatives)
-        neg_item = sample_negatives(data, users[neg_client], generator)
+        neg_index = positions_within(neg_client)
+        neg_item = sample_negatives(data, users[neg_client], draws.child("negatives"), neg_index)
+        positives = torch.bincount(client, minlength=len(users))
         client = torch.cat([client, neg_client])
         item = torch.cat([item, neg_item])
         target = torch.cat([target, torch.zeros(len(neg_item))])
-    return RoundBatch(users, client, item, target)
+        index = torch.cat([index, positives[neg_client] + neg_index])
+    return RoundBatch(users, client, item, target, index)
 
 
 def make_pairs(client: torch.Tensor, item: torch.Tensor, num_items: int) -> Pairs:
     keys, inv = torch.unique(client * num_items + item, return_inverse=True)
     return Pairs(keys // num_items, keys % num_items, inv)
+
+
+def working_copies(user_rows: torch.Tensor, item_rows: torch.Tensor, dense: dict[str, torch.Tensor]) -> Copies:
+    """Each client's private working copy of what it holds: its user row, the item rows it downloaded (one per
+    pair) and its downloaded dense tensors (`[B, ...]`, per client)."""
+    return Copies(user_rows.clone(), item_rows.clone(), {k: v.clone() for k, v in dense.items()})
 
 
 def make_copies(user_rows: torch.Tensor, shared: dict[str, torch.Tensor], pairs: Pairs,
@@ -112,11 +130,13 @@ def client_mean_loss(model: Model, copies: Copies, batch: RoundBatch, pairs: Pai
     return (losses / counts[c]).sum()
 
 
-def minibatch_ids(client: torch.Tensor, num_clients: int, batches: int, generator: torch.Generator) -> torch.Tensor:
-    """Split every client's examples, in a fresh random order, into `batches` near-equal local minibatches."""
-    noise = torch.rand(len(client), generator=generator)
-    order = torch.argsort(noise)
-    order = order[torch.argsort(client[order], stable=True)]
+def minibatch_ids(batch: RoundBatch, batches: int, draws: Draws, epoch: int) -> torch.Tensor:
+    """Split every client's examples, in a fresh random order per epoch, into `batches` near-equal local
+    minibatches (the order of a client's examples is drawn from its own stream)."""
+    client, num_clients = batch.client, len(batch.users)
+    noise = draws.uniform(batch.users[client], batch.index, epoch)  # multiples of 2⁻²⁴
+    # one sort by (client, noise); ties in the noise keep the order of the client's own examples
+    order = torch.argsort(client * (1 << 24) + (noise * (1 << 24)).long(), stable=True)
     counts = torch.bincount(client, minlength=num_clients)
     starts = torch.cumsum(counts, 0) - counts
     rank = torch.empty_like(order)
@@ -125,9 +145,10 @@ def minibatch_ids(client: torch.Tensor, num_clients: int, batches: int, generato
 
 
 def fit_user_rows(model: Model, copies: Copies, batch: RoundBatch, pairs: Pairs, *, protocol: str, steps: int,
-                  batches: int, lr: float, l2: float, generator: torch.Generator, eps: float = 1e-8) -> None:
+                  batches: int, lr: float, l2: float, draws: Draws, eps: float = 1e-8) -> None:
     """Fit only the private user rows (in place) to the frozen, freshly downloaded item rows and dense tensors:
-    `steps` Adam steps, each on one of `batches` local minibatches (a fresh split every `batches` steps).
+    `steps` Adam steps, each on one of `batches` local minibatches (a fresh split every `batches` steps, from
+    `draws`).
 
     A user row is a small convex-ish problem once the shared model is fixed, and every client solves its own:
     Adam is coordinate-wise and the loss a sum over clients, so the stacked rows are fitted independently.
@@ -141,7 +162,7 @@ def fit_user_rows(model: Model, copies: Copies, batch: RoundBatch, pairs: Pairs,
     ids = torch.zeros(0, dtype=torch.long)
     for step in range(steps):
         if step % batches == 0:
-            ids = minibatch_ids(batch.client, len(batch.users), batches, generator)
+            ids = minibatch_ids(batch, batches, draws, step // batches)
         loss = client_mean_loss(model, frozen, batch, pairs, torch.nonzero(ids == step % batches).flatten(),
                                 protocol, l2)
         optimiser.zero_grad(set_to_none=True)
@@ -151,7 +172,7 @@ def fit_user_rows(model: Model, copies: Copies, batch: RoundBatch, pairs: Pairs,
 
 
 def train_copies(model: Model, copies: Copies, batch: RoundBatch, pairs: Pairs, *, protocol: str, epochs: int,
-                 batches: int, lr: float, l2: float, generator: torch.Generator, optimizer: str = "adam",
+                 batches: int, lr: float, l2: float, draws: Draws, optimizer: str = "adam",
                  user_epochs: int = 0, eps: float = 1e-8, dense_lr: float = 0.0) -> float:
     """Local training of all copies at once for `epochs` × `batches` steps; returns the mean last-epoch loss.
 
@@ -166,7 +187,7 @@ def train_copies(model: Model, copies: Copies, batch: RoundBatch, pairs: Pairs, 
     """
     if user_epochs > 0:
         fit_user_rows(model, copies, batch, pairs, protocol=protocol, steps=user_epochs * batches, batches=batches,
-                      lr=lr, l2=l2, generator=generator, eps=eps)
+                      lr=lr, l2=l2, draws=draws.child("user-fit"), eps=eps)
     params = [t.requires_grad_(True) for t in copies.tensors()]
     step_sizes = [lr, lr] + [dense_lr or lr] * len(copies.dense)
     optimiser = None
@@ -175,8 +196,9 @@ def train_copies(model: Model, copies: Copies, batch: RoundBatch, pairs: Pairs, 
         optimiser = torch.optim.Adam(groups, lr=lr, eps=eps, fused=True)
     num_clients = len(batch.users)
     last = 0.0
-    for _ in range(epochs):
-        ids = minibatch_ids(batch.client, num_clients, batches, generator)
+    shuffle = draws.child("shuffle")
+    for epoch in range(epochs):
+        ids = minibatch_ids(batch, batches, shuffle, epoch)
         total = 0.0
         for step in range(batches):
             sel = torch.nonzero(ids == step).flatten()
@@ -203,4 +225,4 @@ def train_copies(model: Model, copies: Copies, batch: RoundBatch, pairs: Pairs, 
 
 
 __all__ = ["Copies", "Pairs", "RoundBatch", "client_mean_loss", "example_losses", "fit_user_rows", "make_batch",
-           "make_copies", "make_pairs", "minibatch_ids", "train_copies"]
+           "make_copies", "make_pairs", "minibatch_ids", "train_copies", "working_copies"]

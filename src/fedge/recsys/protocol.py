@@ -19,6 +19,7 @@ import torch
 
 from fedge.data.movielens import Ratings
 from fedge.errors import DataError
+from fedge.recsys.draws import Draws, index_within
 
 
 @dataclass
@@ -106,20 +107,29 @@ def build_explicit(ratings: Ratings, test_fraction: float, generator: torch.Gene
                    test_item=ratings.item[is_test], test_rating=ratings.rating[is_test], rating_offset=(lo + hi) / 2)
 
 
-def sample_negatives(data: RecData, users: torch.Tensor, generator: torch.Generator, tries: int = 50) -> torch.Tensor:
+def sample_negatives(data: RecData, users: torch.Tensor, draws: Draws, index: torch.Tensor | None = None,
+                     tries: int = 50) -> torch.Tensor:
     """Items drawn uniformly among those each user never interacted with; one draw per entry of `users`.
 
-    Rejection sampling against the sorted interaction keys: every round of redraws is one vectorised op.
+    Entry e is draw `index[e]` of user `users[e]` (default: its position among that user's entries), so a user's
+    negatives depend on nothing but (seed, purpose, round, user). Rejection sampling against the sorted interaction
+    keys: every round of redraws (attempt t uses counter t) is one vectorised op.
     """
-    items = torch.randint(0, data.num_items, (len(users),), generator=generator)
-    for _ in range(tries):
-        keys = users * data.num_items + items
+    index = index_within(users) if index is None else index
+    items = _items(data, draws.uniform(users, index, 0))
+    pending = torch.arange(len(users))  # entries whose latest draw is not checked yet
+    for attempt in range(1, tries + 1):
+        keys = users[pending] * data.num_items + items[pending]
         pos = torch.searchsorted(data.seen_keys, keys).clamp_max(len(data.seen_keys) - 1)
-        bad = data.seen_keys[pos] == keys
-        if not bool(bad.any()):
+        pending = pending[data.seen_keys[pos] == keys]
+        if len(pending) == 0:
             return items
-        items[bad] = torch.randint(0, data.num_items, (int(bad.sum()),), generator=generator)
+        items[pending] = _items(data, draws.uniform(users[pending], index[pending], attempt))
     raise DataError("could not sample unseen negative items (a user has interacted with almost every item)")
+
+
+def _items(data: RecData, uniform: torch.Tensor) -> torch.Tensor:
+    return (uniform.to(torch.float64) * data.num_items).long().clamp_max(data.num_items - 1)
 
 
 def rank_of_positive(scores: torch.Tensor) -> torch.Tensor:

@@ -1,8 +1,18 @@
-"""Run a recommendation experiment: load, split, train round by round, evaluate, write the run folder.
+"""Run a recommendation experiment: load, split, train round by round over a transport, evaluate, write the run folder.
 
-Run folder: `metrics.jsonl` (one object per round), `summary.json` (final metrics + resolved config),
-`item_embeddings.pt` (the shared item table; per edge for decentralized runs) and `topk.json` (each user's top-K
-unseen items, raw MovieLens ids) for the edge-caching issue.
+Run folder (`fedge.runfolder.RunFolder`): `metrics.jsonl` (one object per round), `summary.json` (final metrics,
+bytes, resolved `config` and `environment`), `config.yaml`, `item_embeddings.pt` (the shared item table; per edge for
+decentralized runs) and `topk.json` (each user's top-K unseen items, raw MovieLens ids) for the edge-caching issue.
+
+Bytes are the transport ledger's: the lengths of the messages that crossed (15-byte frames included), per round:
+
+* `mb_up` — every byte devices sent (uploads to the server or their edge, and item requests);
+* `mb_down` — every byte devices received (downloads);
+* `mb_peer` — every byte between peers (edge↔edge profiles, requests and models for dfedmf/dfedncf);
+* `mb_total` — cumulative over the run, all links; `bytes_by_link` — cumulative bytes per link kind.
+
+Evaluation is the experimenter's measurement, not part of the protocol: devices score with the aggregator's
+current model without a counted download.
 """
 
 from __future__ import annotations
@@ -10,46 +20,60 @@ from __future__ import annotations
 import io
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from fedge.config import to_dict
+from fedge.core.streams import Streams
 from fedge.data.movielens import Ratings, load_movielens
-from fedge.output import JsonlWriter, atomic_write_bytes, atomic_write_json, progress_bar
-from fedge.recsys.algorithms import ALGORITHMS
+from fedge.messaging import Ledger, Link, Transport, make_transport
+from fedge.output import atomic_write_bytes, progress_bar
+from fedge.recsys.algorithms import RECSYS_ALGORITHMS, build
 from fedge.recsys.algorithms.base import Context, RecAlgorithm, RecState
 from fedge.recsys.config import RecsysConfig
+from fedge.recsys.draws import Draws
 from fedge.recsys.protocol import RecData, build_explicit, build_implicit, hit_ndcg, rmse
+from fedge.runfolder import RunFolder, RunResult, complete
 
 MB = 1e6
+PEER_LINKS = (Link.EDGE_EDGE.value, Link.DEVICE_DEVICE.value)
 
 
 def prepare(cfg: RecsysConfig, ratings: Ratings | None = None) -> tuple[Ratings, RecData]:
-    """Load (unless given) and split the ratings under the configured protocol, seeded."""
+    """Load (unless given) and split the ratings under the configured protocol (stream `recsys-split`)."""
     if ratings is None:
         ratings = load_movielens(cfg.data.dataset, cfg.data.data_dir, cfg.data.download)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    gen = Streams(cfg.seed).generator("recsys-split")
     if cfg.data.protocol == "implicit":
         return ratings, build_implicit(ratings, cfg.data.eval_negatives, gen)
     return ratings, build_explicit(ratings, cfg.data.test_fraction, gen)
 
 
-def evaluate(algo: RecAlgorithm, state: RecState, data: RecData, generator: torch.Generator) -> dict[str, float]:
+def select_clients(streams: Streams, rnd: int, num_users: int, count: int) -> torch.Tensor:
+    """The users taking part in round `rnd`: all, or the `count` whose `recsys-clients` draw is smallest (sorted)."""
+    if count >= num_users:
+        return torch.arange(num_users)
+    keys = streams.uniform("recsys-clients", rnd, torch.arange(num_users), 1)[:, 0]
+    return torch.argsort(keys, stable=True)[:count].sort().values
+
+
+def evaluate(algo: RecAlgorithm, state: RecState, data: RecData, draws: Draws) -> dict[str, float]:
     """HR@10/NDCG@10 (implicit) or RMSE (explicit) over all users, with the algorithm's own predictor."""
     if data.protocol == "implicit":
         assert data.eval_items is not None
         users = torch.arange(data.num_users).repeat_interleave(data.eval_items.shape[1])
-        scores = algo.predict(state, users, data.eval_items.reshape(-1), generator)
+        scores = algo.predict(state, users, data.eval_items.reshape(-1), draws)
         hr, ndcg = hit_ndcg(scores.reshape(data.eval_items.shape), k=10)
         return {"hr@10": hr, "ndcg@10": ndcg}
     assert data.test_user is not None and data.test_item is not None and data.test_rating is not None
-    pred = algo.predict(state, data.test_user, data.test_item, generator)
+    pred = algo.predict(state, data.test_user, data.test_item, draws)
     return {"rmse": rmse(pred, data.test_rating)}
 
 
-def top_k(algo: RecAlgorithm, state: RecState, data: RecData, k: int, generator: torch.Generator,
+def top_k(algo: RecAlgorithm, state: RecState, data: RecData, k: int, draws: Draws,
           users_per_chunk: int = 64) -> torch.Tensor:
     """[U, k] item indices: each user's best-scored items among those not in its training data."""
     out = []
@@ -57,64 +81,84 @@ def top_k(algo: RecAlgorithm, state: RecState, data: RecData, k: int, generator:
         users = torch.arange(lo, min(lo + users_per_chunk, data.num_users))
         u = users.repeat_interleave(data.num_items)
         i = torch.arange(data.num_items).repeat(len(users))
-        scores = algo.predict(state, u, i, generator).reshape(len(users), data.num_items)
+        scores = algo.predict(state, u, i, draws).reshape(len(users), data.num_items)
         client, rows = data.user_rows(users)
         scores[client, data.train_item[rows]] = float("-inf")
         out.append(torch.topk(scores, min(k, data.num_items), dim=1).indices)
     return torch.cat(out)
 
 
-def run(cfg: RecsysConfig, ratings: Ratings | None = None, write: bool = True) -> dict[str, Any]:
-    """Train and evaluate `cfg.algorithm`; returns the summary (also written to `cfg.out_dir`)."""
+def _traffic(ledger: Ledger) -> tuple[int, int, int]:
+    """This round's (device-sent, device-received, peer) bytes from the ledger."""
+    peer = sum(ledger.round_by_link[link] for link in PEER_LINKS)
+    return int(ledger.device_sent.sum()), int(ledger.device_received.sum()), peer
+
+
+def run(cfg: RecsysConfig, ratings: Ratings | None = None, write: bool = True,
+        transport: Callable[[Ledger], Transport] | None = None) -> RunResult:
+    """Train and evaluate `cfg.algorithm`; the summary is also written to `cfg.out_dir` (unless not `write`).
+
+    `transport` builds the transport from the run's ledger (default: `cfg.runtime.transport`); tests pass a
+    loopback transport that records every message.
+    """
+    RECSYS_ALGORITHMS.check([cfg.algorithm], "algorithm")
     ratings, data = prepare(cfg, ratings)
-    algo: RecAlgorithm = ALGORITHMS[cfg.algorithm](Context(cfg, data))
-    gen = torch.Generator().manual_seed(cfg.seed + 1)
-    state = algo.init_state(gen)
-    out = Path(cfg.out_dir)
-    writer = JsonlWriter(out / "metrics.jsonl") if write else None
-    totals = {"bytes_up": 0, "bytes_down": 0, "bytes_peer": 0}
+    streams = Streams(cfg.seed)
+    ledger = Ledger(data.num_users)
+    carrier = transport(ledger) if transport is not None else make_transport(cfg.runtime.transport, ledger)
+    algo = build(Context(cfg, data, streams, carrier))
+    state = algo.init_state(streams.generator("recsys-init"))
+    folder = RunFolder(cfg.out_dir) if write else None
+    totals = [0, 0, 0]  # up, down, peer
+    history: list[dict[str, Any]] = []
     metrics: dict[str, float] = {}
-    scoring = state  # the state the devices scored with at the last evaluation (the last round always evaluates)
+    scoring, scored_at = state, 0  # the state devices scored with at the last evaluation (the last round evaluates)
     round_times: list[float] = []
     per_round = max(1, round(cfg.train.client_fraction * data.num_users))
-    with progress_bar(f"recsys {cfg.algorithm}", cfg.train.rounds, enabled=cfg.progress) as advance:
-        for rnd in range(1, cfg.train.rounds + 1):
-            start = time.perf_counter()
-            users = torch.randperm(data.num_users, generator=gen)[:per_round].sort().values
-            uploads = algo.client_round(state, users, gen)
-            report = algo.server_aggregate(state, uploads)
-            round_times.append(time.perf_counter() - start)
-            for key in totals:
-                totals[key] += getattr(report, key)
-            record: dict[str, Any] = {"round": rnd, "clients": len(users), "loss": report.loss,
-                                      "round_s": round_times[-1], "mb_up": report.bytes_up / MB,
-                                      "mb_down": report.bytes_down / MB, "mb_peer": report.bytes_peer / MB,
-                                      "mb_total": sum(totals.values()) / MB, **report.extra}
-            if rnd % cfg.eval_every == 0 or rnd == cfg.train.rounds:
-                scoring = algo.scoring_state(state, torch.Generator().manual_seed(cfg.seed + 4))
-                metrics = evaluate(algo, scoring, data, torch.Generator().manual_seed(cfg.seed + 2))
-                record.update(metrics)
-            if writer is not None:
-                writer.write(record)
-            status = " ".join(f"{k}={v:.4f}" for k, v in metrics.items())
-            advance(1, status=f"loss={report.loss:.4f} {status}")
-    if writer is not None:
-        writer.close()
-    summary: dict[str, Any] = {
+    try:
+        with progress_bar(f"recsys {cfg.algorithm}", cfg.train.rounds, enabled=cfg.progress) as advance:
+            for rnd in range(1, cfg.train.rounds + 1):
+                start = time.perf_counter()
+                ledger.begin_round()
+                users = select_clients(streams, rnd, data.num_users, per_round)
+                report = algo.server_aggregate(state, algo.client_round(state, users, rnd), rnd)
+                round_times.append(time.perf_counter() - start)
+                up, down, peer = _traffic(ledger)
+                totals = [totals[0] + up, totals[1] + down, totals[2] + peer]
+                record: dict[str, Any] = {"round": rnd, "clients": len(users), "loss": report.loss,
+                                          "round_s": round_times[-1], "mb_up": up / MB, "mb_down": down / MB,
+                                          "mb_peer": peer / MB, "mb_total": ledger.total / MB,
+                                          "bytes_by_link": dict(ledger.bytes_by_link), **report.extra}
+                if rnd % cfg.eval_every == 0 or rnd == cfg.train.rounds:
+                    scoring, scored_at = algo.scoring_state(state, Draws(streams, "recsys-refit", rnd)), rnd
+                    metrics = evaluate(algo, scoring, data, Draws(streams, "recsys-eval", rnd))
+                    record.update(metrics)
+                history.append(record)
+                if folder is not None:
+                    folder.log(record)
+                status = " ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+                advance(1, status=f"loss={report.loss:.4f} {status}")
+    except BaseException:
+        if folder is not None:
+            folder.close()  # metrics.jsonl keeps the finished rounds
+        raise
+    summary = complete({
         "algorithm": cfg.algorithm, "dataset": cfg.data.dataset, "protocol": data.protocol,
         "users": data.num_users, "items": data.num_items, "rounds": cfg.train.rounds, **metrics,
-        "mb_up": totals["bytes_up"] / MB, "mb_down": totals["bytes_down"] / MB,
-        "mb_peer": totals["bytes_peer"] / MB, "mb_total": sum(totals.values()) / MB,
-        "mean_round_s": sum(round_times) / len(round_times), "config": to_dict(cfg),
-    }
-    if write:
-        export(algo, scoring, data, ratings, cfg, out, torch.Generator().manual_seed(cfg.seed + 3))
-        atomic_write_json(out / "summary.json", summary)
-    return summary
+        "mb_up": totals[0] / MB, "mb_down": totals[1] / MB, "mb_peer": totals[2] / MB, "mb_total": ledger.total / MB,
+        "transport": carrier.name, "bytes_by_link": dict(ledger.bytes_by_link),
+        "messages_by_link": dict(ledger.messages_by_link), "bytes_by_kind": dict(ledger.bytes_by_kind),
+        "mean_round_s": sum(round_times) / len(round_times),
+    }, to_dict(cfg))
+    if folder is not None:
+        # the top-K lists score with the models the last evaluation measured (fedmeta: the same adaptation)
+        export(algo, scoring, data, ratings, cfg, folder.path, Draws(streams, "recsys-eval", scored_at))
+        folder.finish(summary)
+    return RunResult(summary, history, state)
 
 
 def export(algo: RecAlgorithm, state: RecState, data: RecData, ratings: Ratings, cfg: RecsysConfig, out: Path,
-           generator: torch.Generator) -> None:
+           draws: Draws) -> None:
     """item_embeddings.pt (item table + raw movie ids) and topk.json (raw user id -> raw movie ids)."""
     item = state.shared["item"].detach().clone()
     payload = {"item_embeddings": item, "item_ids": torch.from_numpy(ratings.item_ids.copy()),
@@ -122,11 +166,11 @@ def export(algo: RecAlgorithm, state: RecState, data: RecData, ratings: Ratings,
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     atomic_write_bytes(out / "item_embeddings.pt", buffer.getvalue())
-    best = top_k(algo, state, data, cfg.top_k, generator)
+    best = top_k(algo, state, data, cfg.top_k, draws)
     ids = ratings.item_ids[best.numpy()]
     topk = {"k": cfg.top_k, "users": {str(int(u)): [int(x) for x in row] for u, row in zip(ratings.user_ids, ids,
                                                                                           strict=True)}}
     atomic_write_bytes(out / "topk.json", (json.dumps(topk) + "\n").encode())
 
 
-__all__ = ["evaluate", "export", "prepare", "run", "top_k"]
+__all__ = ["evaluate", "export", "prepare", "run", "select_clients", "top_k"]

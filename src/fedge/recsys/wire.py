@@ -1,7 +1,13 @@
-"""What leaves a client, what it costs, and how the server averages it.
+"""What crosses between a recommendation client and its aggregator, as rows of the shared model, and how the
+aggregator sums what it received.
 
-A client's payload is one flat vector over the *shared* model only: the item table `[I, di]` (row-major) followed by
+A client's message is one flat vector over the *shared* model only: the item table `[I, di]` (row-major) followed by
 the dense shared tensors. There is no slot for the user row or the ratings: they cannot leave the device.
+`ClientRows` holds such vectors for many clients at once without densifying them: the item rows each client keeps
+(one row per (client, item) pair, client-major) plus every client's dense tensors. The same structure carries
+
+* uploads (`Uploads`): each client's deltas of the shared model after local training, and
+* downloads in `interacted` mode: the current rows of the items each client asked for, with the dense tensors.
 
 Upload modes (Chai et al. 2020 call them "partial" and "full" FedMF):
 
@@ -12,150 +18,187 @@ Upload modes (Chai et al. 2020 call them "partial" and "full" FedMF):
   secure aggregation on top (Bonawitz et al. 2017), which fedge does not simulate. The server then averages each
   item over all clients of the round (what secure aggregation of the sums lets it compute).
 
-Bytes are `len(codec.encode(...))` of the real payload (`payloads: encode`, where the server aggregates the decoded
-bytes) or the codec's `encoded_sizes`, tested equal to it (`payloads: count`).
+Message bodies and their bytes: `fedge.recsys.bodies`; the exchange itself: `fedge.recsys.exchange`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
-from fedge.core.aggregation import masked_average
-from fedge.core.codec import decode, encode, encoded_sizes
+from fedge.core import codec
 
-CHUNK_FLOATS = 1 << 23  # clients are densified this many floats at a time when averaging
+CHUNK_FLOATS = 1 << 23  # messages of this many floats (summed over clients) are built or decoded at a time
 
 
 @dataclass
-class Uploads:
-    """The deltas each client of a round computed for the shared model (pair rows + per-client dense deltas)."""
+class ClientRows:
+    """Rows of the shared model per client: pair rows (client-major, items ascending) + per-client dense tensors."""
 
     num_clients: int
     num_items: int
     pair_client: torch.Tensor  # [P] client of each item row, sorted
     pair_item: torch.Tensor  # [P]
-    item_delta: torch.Tensor  # [P, di]
-    dense_delta: dict[str, torch.Tensor]  # name -> [B, ...]
+    item_rows: torch.Tensor  # [P, di]
+    dense: dict[str, torch.Tensor]  # name -> [B, ...] (an expanded view when every client holds the same tensor)
     mode: str = "interacted"
-    loss: float = 0.0  # mean local training loss (reported, never sent)
+    loss: float = 0.0  # uploads: mean local training loss (reported by the simulation, never sent)
+    users: torch.Tensor | None = None  # [B] the clients' user ids (who sends: the routes' senders, not a payload)
 
     @property
     def item_dim(self) -> int:
-        return self.item_delta.shape[1]
+        return self.item_rows.shape[1]
 
     @property
     def length(self) -> int:
-        """d: length of one payload vector."""
-        return self.num_items * self.item_dim + sum(t[0].numel() for t in self.dense_delta.values())
+        """d: length of one message vector."""
+        return self.num_items * self.item_dim + self.dense_width()
 
     def dense_width(self) -> int:
-        return self.length - self.num_items * self.item_dim
+        return sum(t[0].numel() for t in self.dense.values())
+
+    @cached_property
+    def ptr(self) -> torch.Tensor:
+        """[B + 1] CSR offsets: client b's pair rows are ptr[b]:ptr[b + 1]."""
+        return torch.searchsorted(self.pair_client, torch.arange(self.num_clients + 1))
 
     def kept_counts(self) -> torch.Tensor:
-        """nnz of each client's payload."""
+        """nnz of each client's vector."""
         if self.mode == "full":
             return torch.full((self.num_clients,), self.length, dtype=torch.int64)
-        rows = torch.bincount(self.pair_client, minlength=self.num_clients)
-        return rows * self.item_dim + self.dense_width()
+        return (self.ptr[1:] - self.ptr[:-1]) * self.item_dim + self.dense_width()
 
-    def dense_block(self, lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Clients lo..hi-1 as dense (values [c, d], mask [c, d]) — exactly what their payloads carry."""
-        c, width = hi - lo, self.item_dim
-        table = torch.zeros(c, self.num_items, width)
-        touched = torch.zeros(c, self.num_items, dtype=torch.bool)
-        sel = (self.pair_client >= lo) & (self.pair_client < hi)
-        table[self.pair_client[sel] - lo, self.pair_item[sel]] = self.item_delta[sel]
-        touched[self.pair_client[sel] - lo, self.pair_item[sel]] = True
-        if self.mode == "full":
-            touched[:] = True
-        dense = [t[lo:hi].reshape(c, -1) for t in self.dense_delta.values()]
-        values = torch.cat([table.reshape(c, -1), *dense], dim=1)
-        mask = torch.cat([touched.unsqueeze(2).expand(c, self.num_items, width).reshape(c, -1),
-                          torch.ones(c, self.dense_width(), dtype=torch.bool)], dim=1)
+    def sizes(self, value_dtype: codec.ValueDtype = "fp32") -> torch.Tensor:
+        """[B] encoded length of each client's vector (codec size formula; equal to `len(encode(b))`)."""
+        return codec.encoded_sizes(self.kept_counts(), self.length, value_dtype, sparse=self.mode != "full")
+
+    def clients(self, lo: int, hi: int) -> ClientRows:
+        """Clients lo..hi-1 (renumbered from 0), as views."""
+        a, b = int(self.ptr[lo]), int(self.ptr[hi])
+        return ClientRows(hi - lo, self.num_items, self.pair_client[a:b] - lo, self.pair_item[a:b],
+                          self.item_rows[a:b], {k: v[lo:hi] for k, v in self.dense.items()}, self.mode, self.loss,
+                          None if self.users is None else self.users[lo:hi])
+
+    def vector(self, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Client b's message as a dense vector and the mask of the coordinates it keeps."""
+        a, z = int(self.ptr[b]), int(self.ptr[b + 1])
+        items, width = self.num_items * self.item_dim, self.item_dim
+        values = torch.zeros(self.length)
+        values[:items].view(self.num_items, width)[self.pair_item[a:z]] = self.item_rows[a:z]
+        if self.dense:
+            values[items:] = torch.cat([t[b].reshape(-1) for t in self.dense.values()])
+        mask = torch.ones(self.length, dtype=torch.bool)
+        if self.mode != "full":
+            kept = torch.zeros(self.num_items, dtype=torch.bool)
+            kept[self.pair_item[a:z]] = True
+            mask[:items] = kept.repeat_interleave(width)
         return values, mask
 
-    def payloads(self, value_dtype: str = "fp32", lo: int = 0, hi: int | None = None) -> list[bytes]:
-        """The encoded payload of each client lo..hi-1, as it would be sent."""
-        hi = self.num_clients if hi is None else hi
-        values, mask = self.dense_block(lo, hi)
+    def encode(self, b: int, value_dtype: codec.ValueDtype = "fp32") -> bytes:
+        """Client b's message body: the codec's smallest sparse layout (`interacted`) or the dense one (`full`)."""
+        values, mask = self.vector(b)
         if self.mode == "full":
-            return [encode(v, None, value_dtype) for v in values]
-        return [encode(v, m, value_dtype) for v, m in zip(values, mask, strict=True)]
+            return codec.encode(values, None, value_dtype, sparse=False)
+        return codec.encode(values, mask, value_dtype)
 
-    def upload_bytes(self, value_dtype: str = "fp32") -> torch.Tensor:
-        """Bytes of each client's payload, from the codec's size formula."""
-        return encoded_sizes(self.kept_counts(), self.length, value_dtype, sparse=self.mode != "full")
+    def payloads(self, value_dtype: codec.ValueDtype = "fp32") -> list[bytes]:
+        """Every client's message body, as it is sent."""
+        return [self.encode(b, value_dtype) for b in range(self.num_clients)]
 
+    def rounded(self, value_dtype: codec.ValueDtype) -> ClientRows:
+        """The values a receiver decodes: unchanged in fp32, rounded to half precision in fp16."""
+        if value_dtype == "fp32":
+            return self
+        return ClientRows(self.num_clients, self.num_items, self.pair_client, self.pair_item,
+                          self.item_rows.half().float(), {k: v.half().float() for k, v in self.dense.items()},
+                          self.mode, self.loss, self.users)
 
-def chunk_size(length: int) -> int:
-    return max(1, CHUNK_FLOATS // max(length, 1))
-
-
-def _scatter_average(uploads: Uploads, value_dtype: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Same (mean, count) as `masked_average` over the dense blocks, by scatter-adding the pair rows directly.
-
-    Used by `payloads: count`, where building [clients, I, di] blocks would dominate the round; a test checks that
-    both paths agree.
-    """
-    width, items, clients = uploads.item_dim, uploads.num_items, uploads.num_clients
-    rows = uploads.item_delta.half().float() if value_dtype == "fp16" else uploads.item_delta
-    item_sum = torch.zeros(items, width).index_add_(0, uploads.pair_item, rows)
-    if uploads.mode == "full":
-        item_count = torch.full((items,), float(clients))
-    else:
-        item_count = torch.bincount(uploads.pair_item, minlength=items).to(torch.float32)
-    dense = [t.reshape(clients, -1) for t in uploads.dense_delta.values()]
-    dense_t = torch.cat(dense, dim=1) if dense else torch.zeros(clients, 0)
-    if value_dtype == "fp16":
-        dense_t = dense_t.half().float()
-    total = torch.cat([item_sum.reshape(-1), dense_t.sum(0)])
-    count = torch.cat([item_count.repeat_interleave(width), torch.full((dense_t.shape[1],), float(clients))])
-    return torch.where(count > 0, total / count.clamp_min(1), torch.zeros_like(total)), count
-
-
-def aggregate(uploads: Uploads, via_wire: bool = True, value_dtype: str = "fp32"
-              ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor], int]:
-    """Average the clients' deltas coordinate-wise over the clients whose payload kept that coordinate.
-
-    Returns (item mean [I, di], item count [I], dense means, total upload bytes). With `via_wire` every payload is
-    encoded, the server decodes them and averages with `fedge.core.aggregation.masked_average` (clients densified a
-    chunk at a time); otherwise the pair rows are scatter-added (same result) and the bytes come from the codec's
-    size formula. Each item is averaged only over the clients that touched it (`interacted`) or over all clients of
-    the round (`full`).
-    """
-    if via_wire:
-        d = uploads.length
-        total = torch.zeros(d)
-        count = torch.zeros(d)
-        sent = 0
-        step = chunk_size(d)
-        for lo in range(0, uploads.num_clients, step):
-            blobs = uploads.payloads(value_dtype, lo, min(lo + step, uploads.num_clients))
-            sent += sum(len(b) for b in blobs)
-            decoded = [decode(b) for b in blobs]
-            part, n = masked_average(torch.stack([x.values for x in decoded]), torch.stack([x.mask for x in decoded]))
-            total += part * n
-            count += n
-        mean = torch.where(count > 0, total / count.clamp_min(1), torch.zeros_like(total))
-    else:
-        mean, count = _scatter_average(uploads, value_dtype)
-        sent = int(uploads.upload_bytes(value_dtype).sum())
-    width, items = uploads.item_dim, uploads.num_items
-    item_mean = mean[: items * width].reshape(items, width)
-    item_count = count[: items * width].reshape(items, width)[:, 0]
-    dense, offset = {}, items * width
-    for name, t in uploads.dense_delta.items():
-        size = t[0].numel()
-        dense[name] = mean[offset: offset + size].reshape(t.shape[1:])
-        offset += size
-    return item_mean, item_count, dense, sent
+    def like(self, blobs: list[bytes]) -> ClientRows:
+        """Decode one message body per client, laid out like this one (same catalogue, dense names and shapes):
+        the kept item rows come from each decoded mask, in full mode every item (with its possibly zero value)."""
+        width, items = self.item_dim, self.num_items * self.item_dim
+        clients, pair_items, rows, dense = [], [], [], []
+        for b, blob in enumerate(blobs):
+            decoded = codec.decode(blob)
+            if decoded.values.numel() != self.length:
+                raise ValueError(f"a message of length {decoded.values.numel()} where {self.length} was expected")
+            kept = torch.nonzero(decoded.mask[:items].view(self.num_items, width).any(dim=1)).flatten()
+            pair_items.append(kept)
+            rows.append(decoded.values[:items].view(self.num_items, width)[kept])
+            clients.append(torch.full((len(kept),), b, dtype=torch.long))
+            dense.append(decoded.values[items:].clone())  # not a view: the whole decoded vector would stay alive
+        flat = torch.stack(dense) if dense else torch.zeros(0, self.dense_width())
+        out, offset = {}, 0
+        for name, t in self.dense.items():
+            size = t[0].numel()
+            out[name] = flat[:, offset: offset + size].reshape(len(blobs), *t.shape[1:])
+            offset += size
+        empty = torch.zeros(0, dtype=torch.long)
+        return ClientRows(len(blobs), self.num_items, torch.cat(clients) if clients else empty,
+                          torch.cat(pair_items) if pair_items else empty,
+                          torch.cat(rows) if rows else torch.zeros(0, width), out, self.mode)
 
 
-def download_bytes(uploads: Uploads, value_dtype: str = "fp32") -> int:
-    """Server → clients: each client fetches the rows it will touch (interacted) or the whole model (full)."""
-    return int(encoded_sizes(uploads.kept_counts(), uploads.length, value_dtype, sparse=uploads.mode != "full").sum())
+Uploads = ClientRows  # what clients upload: the deltas of the rows they touched, and of the dense tensors
 
 
-__all__ = ["Uploads", "aggregate", "download_bytes"]
+def client_chunks(num_clients: int, length: int) -> list[tuple[int, int]]:
+    """Client ranges whose messages hold about `CHUNK_FLOATS` floats together (bounded memory when densified)."""
+    step = max(1, CHUNK_FLOATS // max(length, 1))
+    return [(lo, min(lo + step, num_clients)) for lo in range(0, num_clients, step)]
+
+
+@dataclass
+class Aggregate:
+    """The aggregator's averages: item rows over the clients that sent them (all clients in `full` mode), dense
+    tensors over all clients."""
+
+    item_mean: torch.Tensor  # [I, di]
+    item_count: torch.Tensor  # [I] float
+    dense_mean: dict[str, torch.Tensor]
+
+
+class Accumulator:
+    """Sums received uploads in arrival order (clients in order, each client's rows by item), one batch of messages
+    at a time; every sum is an `index_add_`, which adds its sources one after the other, so the result does not
+    depend on how the uploads were cut into batches (bitwise, tested)."""
+
+    def __init__(self, num_items: int, item_dim: int, dense_shapes: dict[str, torch.Size], mode: str) -> None:
+        self.mode = mode
+        self.shapes = dense_shapes
+        self.item_sum = torch.zeros(num_items, item_dim)
+        self.item_count = torch.zeros(num_items)
+        self.dense_sum = torch.zeros(1, sum(int(torch.Size(s).numel()) for s in dense_shapes.values()))
+        self.clients = 0
+
+    def add(self, rows: ClientRows) -> None:
+        self.item_sum.index_add_(0, rows.pair_item, rows.item_rows)
+        self.item_count += torch.bincount(rows.pair_item, minlength=len(self.item_count)).to(torch.float32)
+        if rows.dense:
+            flat = torch.cat([t.reshape(rows.num_clients, -1) for t in rows.dense.values()], dim=1)
+            self.dense_sum.index_add_(0, torch.zeros(rows.num_clients, dtype=torch.long), flat)
+        self.clients += rows.num_clients
+
+    def result(self) -> Aggregate:
+        count = torch.full_like(self.item_count, float(self.clients)) if self.mode == "full" else self.item_count
+        mean = torch.where(count[:, None] > 0, self.item_sum / count.clamp_min(1)[:, None],
+                           torch.zeros_like(self.item_sum))
+        dense, offset = {}, 0
+        for name, shape in self.shapes.items():
+            size = int(torch.Size(shape).numel())
+            dense[name] = (self.dense_sum[0, offset: offset + size] / max(self.clients, 1)).reshape(shape)
+            offset += size
+        return Aggregate(mean, count, dense)
+
+
+def aggregate(uploads: ClientRows) -> Aggregate:
+    """Average uploads as an aggregator would that received exactly these (see `Accumulator`)."""
+    acc = Accumulator(uploads.num_items, uploads.item_dim, {k: v.shape[1:] for k, v in uploads.dense.items()},
+                      uploads.mode)
+    acc.add(uploads)
+    return acc.result()
+
+
+__all__ = ["CHUNK_FLOATS", "Accumulator", "Aggregate", "ClientRows", "Uploads", "aggregate", "client_chunks"]

@@ -1,21 +1,9 @@
-"""Registry of recommendation algorithms: name -> builder(Context) returning an object on the `RecAlgorithm`
-contract (`init_state`, `client_round`, `server_aggregate`, `predict`)."""
+"""Recommendation algorithms and their registry (`RECSYS_ALGORITHMS`, also exported as `ALGORITHMS`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from fedge.recsys.algorithms.registry import RECSYS_ALGORITHMS, build
 
-from fedge.recsys.algorithms import centralized, decentralized, fedmeta, fedmf, fedncf
+ALGORITHMS = RECSYS_ALGORITHMS
 
-ALGORITHMS: dict[str, Callable[[Any], Any]] = {
-    "fedmf": fedmf.build,
-    "fedncf": fedncf.build,
-    "fedmeta": fedmeta.build,
-    "dfedmf": decentralized.build_mf,
-    "dfedncf": decentralized.build_ncf,
-    "central-mf": centralized.build_mf,
-    "central-neumf": centralized.build_neumf,
-}
-
-__all__ = ["ALGORITHMS"]
+__all__ = ["ALGORITHMS", "RECSYS_ALGORITHMS", "build"]

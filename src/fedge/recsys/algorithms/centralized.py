@@ -1,7 +1,8 @@
 """Centralized MF and NeuMF on pooled data: the quality reference for the federated variants.
 
 Same model, loss, negatives and evaluation as the federated runs; all interactions are pooled on one server and
-trained with minibatch Adam, one pass per round. Nothing is uploaded, so no bytes are counted.
+trained with minibatch Adam, one pass per round (minibatch order from stream `recsys-central-order`). Nothing
+crosses a transport, so no bytes are counted.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from fedge.recsys.algorithms.base import Context, RecState, RoundReport, predict_with
+from fedge.recsys.draws import Draws
 from fedge.recsys.local import Copies, Pairs, example_losses, make_batch
 from fedge.recsys.models import Model
 
@@ -34,14 +36,14 @@ class Centralized:
                                            eps=self.ctx.cfg.train.adam_eps, fused=True)
         return state
 
-    def client_round(self, state: RecState, users: torch.Tensor, generator: torch.Generator) -> None:
+    def client_round(self, state: RecState, users: torch.Tensor, rnd: int) -> None:
         data, cfg = self.ctx.data, self.ctx.cfg
         assert self._params is not None and self._optimiser is not None
-        batch = make_batch(data, users, cfg.data.num_negatives, generator)
+        batch = make_batch(data, users, cfg.data.num_negatives, self.ctx.draws("recsys-train", rnd))
         # Pooled training: the "client" of an example is its global user, its "pair" row is the global item row.
-        pooled = type(batch)(torch.arange(data.num_users), users[batch.client], batch.item, batch.target)
+        pooled = type(batch)(torch.arange(data.num_users), users[batch.client], batch.item, batch.target, batch.index)
         pairs = Pairs(torch.zeros(0, dtype=torch.int64), batch.item, batch.item)
-        order = torch.randperm(len(batch.item), generator=generator)
+        order = torch.randperm(len(batch.item), generator=self.ctx.draws("recsys-central-order", rnd).generator())
         size = cfg.train.central_batch_size
         total = 0.0
         for lo in range(0, len(order), size):
@@ -54,14 +56,13 @@ class Centralized:
         self._last_loss = total / max(len(order), 1)
         return None
 
-    def server_aggregate(self, state: RecState, uploads: None) -> RoundReport:
+    def server_aggregate(self, state: RecState, uploads: None, rnd: int) -> RoundReport:
         return RoundReport(loss=self._last_loss)
 
-    def scoring_state(self, state: RecState, generator: torch.Generator) -> RecState:
+    def scoring_state(self, state: RecState, draws: Draws) -> RecState:
         return state  # user rows were trained jointly with the model: nothing to refit
 
-    def predict(self, state: RecState, user: torch.Tensor, item: torch.Tensor,
-                generator: torch.Generator) -> torch.Tensor:
+    def predict(self, state: RecState, user: torch.Tensor, item: torch.Tensor, draws: Draws) -> torch.Tensor:
         assert state.user is not None
         return predict_with(self.model, state.user.detach(), {k: v.detach() for k, v in state.shared.items()},
                             user, item)

@@ -1,17 +1,19 @@
 """Decentralized federated recommendation over edge servers (paper section II.C, decentralized architecture).
 
-Users are split over `num_edges` edge servers (seeded). Each round every edge runs the inner client-server
-algorithm (fedmf or fedncf) with its own users and its own copy of the shared model; then the edges, with no central
-server, exchange their item-factor updates with neighbours:
+Users are split over `num_edges` edge servers (balanced, from stream `recsys-edges`). Each round every edge runs
+the inner client-server algorithm (fedmf or fedncf) with its own users and its own copy of the shared model, its
+users' requests, downloads and uploads crossing the device-edge link (`fedge.recsys.exchange`); then the edges,
+with no central server, exchange updates with neighbours over the edge-edge link:
 
-1. each edge sends every other edge its round profile — how often its users touched each item — as a sparse
-   payload (bytes counted);
-2. each edge scores the others with `fedge.core.similarity.overlap_cosine` of those profiles and keeps its
-   neighbours with `fedge.core.neighbours.threshold_select` (score ≥ δ, at most k, at least one) or, as a
-   baseline, `random_select`;
-3. each chosen neighbour sends its updated rows (the items it touched this round + dense tensors; bytes counted) and
-   the edge replaces each coordinate by the average over itself and the neighbours that sent it (`masked_average`;
-   D-PSGD-style mixing, Lian et al. 2017, restricted to the touched items).
+1. each edge sends every other edge its round profile — how many of its users' uploads kept each item row, as it
+   received them — as a sparse vector (`Kind.PROBE`, a `Models` body with its mask);
+2. each edge scores the others with `fedge.core.similarity.overlap_cosine` of its own and the received profiles
+   and keeps its neighbours with `fedge.core.neighbours.threshold_select` (score ≥ δ, at most k, at least one) or,
+   as a baseline, `random_select` (noise from stream `recsys-neighbours`, per edge and round);
+3. each edge asks its chosen neighbours for their model (`Kind.REQUEST`, an empty body); each asked neighbour
+   sends its updated rows (the items its users touched this round + dense tensors; `Kind.MODEL`, masked) and the
+   edge replaces each coordinate by the average over itself and the neighbours that sent it (`masked_average`,
+   from the received messages only; D-PSGD-style mixing, Lian et al. 2017, restricted to the touched items).
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ from __future__ import annotations
 import torch
 
 from fedge.core.aggregation import masked_average
-from fedge.core.codec import encoded_sizes
 from fedge.core.neighbours import random_select, threshold_select
 from fedge.core.similarity import overlap_cosine
+from fedge.messaging import Kind, Models, Requests, Role, route
 from fedge.recsys.algorithms.base import Context, RecState, RoundReport
 from fedge.recsys.algorithms.federated import FederatedRecommender
+from fedge.recsys.draws import Draws
+from fedge.recsys.exchange import Endpoint
 
 
 class Decentralized:
@@ -32,11 +36,13 @@ class Decentralized:
         self.inner = inner
         self.model = inner.model
         self.ctx = ctx
-        cfg = ctx.cfg.decentralized
-        gen = torch.Generator().manual_seed(ctx.cfg.seed + 104729)
-        self.edge_of_user = torch.randperm(ctx.data.num_users, generator=gen) % cfg.num_edges
-        self._reports: list[RoundReport] = []  # this round's user -> edge reports, one per edge
-        self._profiles: list[torch.Tensor] = []  # this round's item-touch counts, one per edge
+        num_users = ctx.data.num_users
+        keys = ctx.streams.uniform("recsys-edges", 0, torch.arange(num_users), 1)[:, 0]
+        rank = torch.empty(num_users, dtype=torch.long)
+        rank[torch.argsort(keys, stable=True)] = torch.arange(num_users)
+        self.edge_of_user = rank % ctx.cfg.decentralized.num_edges
+        self._losses: list[float] = []  # this round's mean local loss, per edge with users
+        self._profiles: list[torch.Tensor] = []  # this round's received item counts, one per edge
 
     def edge_state(self, state: RecState, edge: int) -> RecState:
         """Edge `edge`'s view (in-place updates write through to the stacked tensors)."""
@@ -48,47 +54,74 @@ class Decentralized:
         shared = {k: v.unsqueeze(0).repeat(num_edges, *([1] * v.dim())) for k, v in base.shared.items()}
         return RecState(shared, base.user)
 
-    def client_round(self, state: RecState, users: torch.Tensor, generator: torch.Generator) -> None:
-        """Users train with their own edge; each edge aggregates its users' uploads."""
-        self._reports, self._profiles = [], []
+    def client_round(self, state: RecState, users: torch.Tensor, rnd: int) -> None:
+        """Users train with their own edge; each edge aggregates the uploads it received."""
+        self._losses, self._profiles = [], []
         for edge in range(self.ctx.cfg.decentralized.num_edges):  # a loop over edge servers, not users
             mine = users[self.edge_of_user[users] == edge]
             view = self.edge_state(state, edge)
             profile = torch.zeros(self.ctx.data.num_items)
-            if len(mine) == 0:
-                self._reports.append(RoundReport())
-            else:
-                uploads = self.inner.client_round(view, mine, generator)
-                profile.index_add_(0, uploads.pair_item, torch.ones(len(uploads.pair_item)))
-                self._reports.append(self.inner.server_aggregate(view, uploads))
+            if len(mine):
+                at = Endpoint(Role.EDGE, edge)
+                uploads = self.inner.client_round(view, mine, rnd, at)
+                profile = self.inner.receive(view, uploads, rnd, at).item_count
+                self._losses.append(uploads.loss)
             self._profiles.append(profile)
         return None
 
-    def server_aggregate(self, state: RecState, uploads: None) -> RoundReport:
-        """Edge-to-edge exchange with similarity-selected neighbours; no central server."""
+    def _similarity(self, profiles: torch.Tensor, got_profiles: Models, receivers: torch.Tensor,
+                    senders: torch.Tensor) -> torch.Tensor:
+        """[E, E]: row e scored by edge e from its own profile and the profiles it received."""
+        num_edges = len(profiles)
+        rows = []
+        for edge in range(num_edges):
+            known = profiles.clone()
+            known[torch.arange(num_edges) != edge] = 0.0
+            mine = torch.nonzero(receivers == edge).flatten()
+            known[senders[mine]] = got_profiles.values.index_select(0, got_profiles.slot[mine])
+            rows.append(overlap_cosine(known)[edge])
+        return torch.stack(rows)
+
+    def server_aggregate(self, state: RecState, uploads: None, rnd: int) -> RoundReport:
+        """Edge-to-edge exchange with selected neighbours, as messages; no central server."""
         cfg, value_dtype = self.ctx.cfg.decentralized, self.ctx.cfg.train.value_dtype
-        num_edges, num_items = cfg.num_edges, self.ctx.data.num_items
+        transport, num_edges = self.ctx.transport, cfg.num_edges
         profiles = torch.stack(self._profiles)  # [E, I]
-        touched = profiles > 0
+        edges = torch.arange(num_edges)
+        to, frm = edges.repeat_interleave(num_edges), edges.repeat(num_edges)
+        to, frm = to[to != frm], frm[to != frm]  # every edge to every other, by receiver then sender
+        got = transport.send(route(Kind.PROBE, rnd, Role.EDGE, Role.EDGE, frm, to),
+                             Models(profiles, frm, profiles > 0, value_dtype))
+        assert isinstance(got.body, Models)
+        similarity = self._similarity(profiles, got.body, got.route.receivers, got.route.senders)
         candidates = torch.ones(num_edges, num_edges, dtype=torch.bool)
         if cfg.selection == "similarity":
-            neighbours = threshold_select(overlap_cosine(profiles), candidates, cfg.delta, 1, cfg.neighbours)
+            neighbours = threshold_select(similarity, candidates, cfg.delta, 1, cfg.neighbours)
         else:
-            gen = torch.Generator().manual_seed(self.ctx.cfg.seed + int(profiles.sum()))
-            neighbours = random_select(candidates, cfg.neighbours, gen)
-        # Flat update of each edge: item rows then dense tensors; mask: touched rows, all dense coordinates.
+            noise = self.ctx.streams.uniform("recsys-neighbours", rnd, edges, num_edges)
+            neighbours = random_select(candidates, cfg.neighbours, noise)
+        askers, asked = torch.nonzero(neighbours, as_tuple=True)  # i receives from j
+        request = transport.send(route(Kind.REQUEST, rnd, Role.EDGE, Role.EDGE, askers, asked),
+                                 Requests(len(askers)))
+        # Flat model of each edge: item rows then dense tensors; mask: touched rows, all dense coordinates.
         names = list(state.shared)
+        touched = profiles > 0
+        width = state.shared["item"].shape[2]
         after = torch.cat([state.shared[k].reshape(num_edges, -1) for k in names], dim=1)
-        sent = torch.cat([touched.unsqueeze(2).expand(-1, -1, state.shared["item"].shape[2]).reshape(num_edges, -1)
-                           if k == "item" else torch.ones(num_edges, state.shared[k][0].numel(), dtype=torch.bool)
-                           for k in names], dim=1)
-        update_bytes = encoded_sizes(sent.sum(1), after.shape[1], value_dtype)
-        profile_bytes = encoded_sizes(touched.sum(1), num_items, value_dtype)
-        peer = int(profile_bytes.sum()) * (num_edges - 1) + int((neighbours.long() * update_bytes[None, :]).sum())
+        sent = torch.cat([touched.unsqueeze(2).expand(-1, -1, width).reshape(num_edges, -1)
+                          if k == "item" else torch.ones(num_edges, state.shared[k][0].numel(), dtype=torch.bool)
+                          for k in names], dim=1)
+        answer = request.route.receivers
+        got = transport.send(route(Kind.MODEL, rnd, Role.EDGE, Role.EDGE, answer, request.route.senders),
+                             Models(after, answer, sent, value_dtype))
+        body = got.body
+        assert isinstance(body, Models) and body.masks is not None
         mixed = []
         for edge in range(num_edges):
-            group = torch.cat([torch.tensor([edge]), torch.nonzero(neighbours[edge]).flatten()])
-            mean, count = masked_average(after[group], sent[group])
+            mine = torch.nonzero(got.route.receivers == edge).flatten()  # by sender (the requests were sorted)
+            values = torch.cat([after[edge: edge + 1], body.values.index_select(0, body.slot[mine])])
+            masks = torch.cat([sent[edge: edge + 1], body.masks.index_select(0, body.slot[mine])])
+            mean, count = masked_average(values, masks)
             mixed.append(torch.where(count > 0, mean, after[edge]))
         mixed_t = torch.stack(mixed)
         offset = 0
@@ -96,13 +129,10 @@ class Decentralized:
             size = state.shared[k][0].numel()
             state.shared[k].copy_(mixed_t[:, offset: offset + size].reshape(state.shared[k].shape))
             offset += size
-        up = sum(r.bytes_up for r in self._reports)
-        down = sum(r.bytes_down for r in self._reports)
-        losses = [r.loss for r in self._reports if r.bytes_up]
-        return RoundReport(bytes_up=up, bytes_down=down, bytes_peer=peer, loss=sum(losses) / max(len(losses), 1),
+        return RoundReport(loss=sum(self._losses) / max(len(self._losses), 1),
                            extra={"mean_neighbours": float(neighbours.sum(1).float().mean())})
 
-    def scoring_state(self, state: RecState, generator: torch.Generator) -> RecState:
+    def scoring_state(self, state: RecState, draws: Draws) -> RecState:
         """As `FederatedRecommender.scoring_state`, each user refitting against its own edge's model."""
         if self.ctx.cfg.train.eval_user_epochs == 0:
             return state
@@ -111,16 +141,15 @@ class Decentralized:
         for edge in range(self.ctx.cfg.decentralized.num_edges):
             mine = torch.nonzero(self.edge_of_user == edge).flatten()
             if len(mine):
-                user[mine] = self.inner.refit_user_rows(self.edge_state(state, edge), mine, generator)
+                user[mine] = self.inner.refit_user_rows(self.edge_state(state, edge), mine, draws)
         return RecState(state.shared, user)
 
-    def predict(self, state: RecState, user: torch.Tensor, item: torch.Tensor,
-                generator: torch.Generator) -> torch.Tensor:
+    def predict(self, state: RecState, user: torch.Tensor, item: torch.Tensor, draws: Draws) -> torch.Tensor:
         out = torch.empty(len(user))
         for edge in range(self.ctx.cfg.decentralized.num_edges):
             sel = self.edge_of_user[user] == edge
             if bool(sel.any()):
-                out[sel] = self.inner.predict(self.edge_state(state, edge), user[sel], item[sel], generator)
+                out[sel] = self.inner.predict(self.edge_state(state, edge), user[sel], item[sel], draws)
         return out
 
 

@@ -1,9 +1,11 @@
 """Client-server federated recommendation with private user rows (the shared part of fedmf and fedncf).
 
-Per round, every selected user (a client) downloads the rows of the items it will touch (or the whole catalogue),
-trains its private user row together with its copies of those item rows and of the dense shared tensors, keeps the
-new user row on the device, and uploads only the deltas of the shared part. The server averages each item over the
-clients that touched it (`fedge.core.aggregation.masked_average`) and the dense tensors over all clients.
+Per round, every selected user (a client) asks for and downloads the rows of the items it will touch (or the whole
+catalogue), trains its private user row together with its copies of those item rows and of the dense shared
+tensors, keeps the new user row on the device, and uploads only the deltas of the shared part. The aggregator
+averages each item over the clients that touched it and the dense tensors over all clients, reading only the
+messages it received (`fedge.recsys.exchange`). Decentralized runs use the same rounds with an edge server as the
+aggregator (`at`).
 """
 
 from __future__ import annotations
@@ -11,10 +13,12 @@ from __future__ import annotations
 import torch
 
 from fedge.recsys.algorithms.base import Context, RecState, RoundReport, predict_with
-from fedge.recsys.local import fit_user_rows, make_batch, make_copies, make_pairs, train_copies
+from fedge.recsys.draws import Draws
+from fedge.recsys.exchange import SERVER, ClientServer, Endpoint
+from fedge.recsys.local import fit_user_rows, make_batch, make_copies, make_pairs, train_copies, working_copies
 from fedge.recsys.models import Model
 from fedge.recsys.server_opt import ServerOptimizer
-from fedge.recsys.wire import Uploads, aggregate, download_bytes
+from fedge.recsys.wire import Aggregate, Uploads
 
 
 class FederatedRecommender:
@@ -24,6 +28,8 @@ class FederatedRecommender:
         self.name = name
         self.model = model
         self.ctx = ctx
+        train = ctx.cfg.train
+        self.link = ClientServer(ctx.transport, train.value_dtype, train.upload)
         # one server optimiser per shared model: keyed by its item table's storage (one per edge when decentralized)
         self._server_opts: dict[int, ServerOptimizer] = {}
 
@@ -36,58 +42,67 @@ class FederatedRecommender:
         return self._server_opts[key]
 
     def init_state(self, generator: torch.Generator) -> RecState:
+        """The shared model from `generator`; each device initialises its own user row from its own stream
+        (`recsys-init-user`, keyed by user id), whatever the order users are stored in."""
         data = self.ctx.data
         self._server_opts.clear()  # a fresh run starts with fresh server-optimiser state
         shared = self.model.init_shared(data.num_items, generator)
-        return RecState(shared, self.model.init_user(data.num_users, generator))
+        streams = self.ctx.streams
+        rows = [self.model.init_user(1, streams.generator("recsys-init-user", u)) for u in range(data.num_users)]
+        return RecState(shared, torch.cat(rows))
 
-    def client_round(self, state: RecState, users: torch.Tensor, generator: torch.Generator) -> Uploads:
+    def client_round(self, state: RecState, users: torch.Tensor, rnd: int, at: Endpoint = SERVER) -> Uploads:
+        """Download, local training and the deltas each client will upload (user rows stay in `state.user`)."""
         data, train = self.ctx.data, self.ctx.cfg.train
-        batch = make_batch(data, users, self.ctx.cfg.data.num_negatives, generator)
+        draws = self.ctx.draws("recsys-train", rnd)
+        batch = make_batch(data, users, self.ctx.cfg.data.num_negatives, draws)
         pairs = make_pairs(batch.client, batch.item, data.num_items)
+        held = self.link.download(state.shared, users, pairs, rnd, at)
         assert state.user is not None
-        copies = make_copies(state.user[users], state.shared, pairs)
+        copies = working_copies(state.user[users], held.item_rows, held.dense)
         loss = train_copies(self.model, copies, batch, pairs, protocol=data.protocol, epochs=train.local_epochs,
-                            batches=train.local_batches, lr=train.lr, l2=train.l2, generator=generator,
+                            batches=train.local_batches, lr=train.lr, l2=train.l2, draws=draws,
                             optimizer=train.local_optimizer, user_epochs=train.user_epochs,
                             eps=train.adam_eps, dense_lr=train.dense_lr)
         state.user[users] = copies.user.detach()  # stays on the device
-        item_delta = copies.item.detach() - state.shared["item"][pairs.item]
-        dense_delta = {k: v.detach() - state.shared[k] for k, v in copies.dense.items()}
+        item_delta = copies.item.detach() - held.item_rows
+        dense_delta = {k: v.detach() - held.dense[k] for k, v in copies.dense.items()}
         return Uploads(len(users), data.num_items, pairs.client, pairs.item, item_delta, dense_delta,
-                       mode=train.upload, loss=loss)
+                       mode=train.upload, loss=loss, users=users)
 
-    def server_aggregate(self, state: RecState, uploads: Uploads | None) -> RoundReport:
+    def receive(self, state: RecState, uploads: Uploads, rnd: int, at: Endpoint = SERVER) -> Aggregate:
+        """The uploads cross to the aggregator, which steps its model with the average of what it received."""
+        got = self.link.upload(uploads, rnd, at)
+        self.server_optimizer(state).step(state.shared, got.item_mean, got.item_count, got.dense_mean)
+        return got
+
+    def server_aggregate(self, state: RecState, uploads: Uploads | None, rnd: int) -> RoundReport:
         assert uploads is not None
-        train = self.ctx.cfg.train
-        item_mean, item_count, dense_mean, sent = aggregate(uploads, train.payloads == "encode", train.value_dtype)
-        self.server_optimizer(state).step(state.shared, item_mean, item_count, dense_mean)
-        return RoundReport(bytes_up=sent, bytes_down=download_bytes(uploads, train.value_dtype),
-                           loss=uploads.loss)
+        self.receive(state, uploads, rnd)
+        return RoundReport(loss=uploads.loss)
 
-    def refit_user_rows(self, state: RecState, users: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def refit_user_rows(self, state: RecState, users: torch.Tensor, draws: Draws) -> torch.Tensor:
         """Each of `users` refits a copy of its private row to the current shared model on its own training data
         (fresh negatives; `eval_user_epochs` epochs at `eval_user_lr`), on its device, batched over users."""
         data, train = self.ctx.data, self.ctx.cfg.train
         assert state.user is not None
-        batch = make_batch(data, users, self.ctx.cfg.data.num_negatives, generator)
+        batch = make_batch(data, users, self.ctx.cfg.data.num_negatives, draws)
         pairs = make_pairs(batch.client, batch.item, data.num_items)
         copies = make_copies(state.user[users], state.shared, pairs, expand_dense=False)
         fit_user_rows(self.model, copies, batch, pairs, protocol=data.protocol,
                       steps=train.eval_user_epochs * train.local_batches, batches=train.local_batches,
-                      lr=train.eval_user_lr or train.lr, l2=train.l2, generator=generator, eps=train.adam_eps)
+                      lr=train.eval_user_lr or train.lr, l2=train.l2, draws=draws, eps=train.adam_eps)
         return copies.user
 
-    def scoring_state(self, state: RecState, generator: torch.Generator) -> RecState:
+    def scoring_state(self, state: RecState, draws: Draws) -> RecState:
         """Training rows as they are, or (`eval_user_epochs` > 0) refitted copies: a user row last moved together
         with the client's own drifting copies of the shared model, not with the averaged model it now scores with.
         The training state is not touched, so results do not depend on how often a run evaluates."""
         if self.ctx.cfg.train.eval_user_epochs == 0:
             return state
         users = torch.arange(self.ctx.data.num_users)
-        return RecState(state.shared, self.refit_user_rows(state, users, generator))
+        return RecState(state.shared, self.refit_user_rows(state, users, draws))
 
-    def predict(self, state: RecState, user: torch.Tensor, item: torch.Tensor,
-                generator: torch.Generator) -> torch.Tensor:
+    def predict(self, state: RecState, user: torch.Tensor, item: torch.Tensor, draws: Draws) -> torch.Tensor:
         assert state.user is not None
         return predict_with(self.model, state.user, state.shared, user, item)

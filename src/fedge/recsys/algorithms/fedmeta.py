@@ -4,8 +4,10 @@ First-order MAML in federated form (FedMeta, Chen et al. 2018; Per-FedAvg, Falla
 including an *initial user row* `user0`, is shared; devices keep no state between rounds. In each local meta-step a
 client adapts its copy with `inner_steps` SGD steps on a support minibatch, evaluates the query minibatch at the
 adapted parameters and applies that (first-order) gradient to its copy of the initialisation with Adam. The server
-averages the deltas (items over the clients that touched them). Before evaluation every user adapts the
-initialisation with `eval_steps` SGD steps on its own training data — on its device, batched over users here.
+averages the deltas (items over the clients that touched them). Downloads (the rows each client will touch, or the
+whole model) and uploads cross the transport as in fedmf (`fedge.recsys.exchange`). Before evaluation every user
+adapts the initialisation with `eval_steps` SGD steps on its own training data — on its device, batched over users
+here.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from __future__ import annotations
 import torch
 
 from fedge.recsys.algorithms.base import Context, RecState, RoundReport
+from fedge.recsys.draws import Draws
+from fedge.recsys.exchange import ClientServer
 from fedge.recsys.local import (
     Copies,
     Pairs,
@@ -22,9 +26,10 @@ from fedge.recsys.local import (
     make_copies,
     make_pairs,
     minibatch_ids,
+    working_copies,
 )
 from fedge.recsys.models import Segments
-from fedge.recsys.wire import Uploads, aggregate, download_bytes
+from fedge.recsys.wire import Uploads
 
 
 def _sgd(copies: Copies, grads: list[torch.Tensor], lr: float) -> Copies:
@@ -38,6 +43,7 @@ class FedMeta:
         self.name = "fedmeta"
         self.ctx = ctx
         self.model = ctx.model(ctx.cfg.meta.model)
+        self.link = ClientServer(ctx.transport, ctx.cfg.train.value_dtype, ctx.cfg.train.upload)
 
     def init_state(self, generator: torch.Generator) -> RecState:
         shared = self.model.init_shared(self.ctx.data.num_items, generator)
@@ -57,16 +63,20 @@ class FedMeta:
             copies = _sgd(copies, list(torch.autograd.grad(loss, tensors)), meta.inner_lr)
         return copies
 
-    def client_round(self, state: RecState, users: torch.Tensor, generator: torch.Generator) -> Uploads:
+    def client_round(self, state: RecState, users: torch.Tensor, rnd: int) -> Uploads:
         data, train = self.ctx.data, self.ctx.cfg.train
-        batch = make_batch(data, users, self.ctx.cfg.data.num_negatives, generator)
+        draws = self.ctx.draws("recsys-train", rnd)
+        batch = make_batch(data, users, self.ctx.cfg.data.num_negatives, draws)
         pairs = make_pairs(batch.client, batch.item, data.num_items)
-        theta = self._copies(state, len(users), pairs)
+        held = self.link.download(state.shared, users, pairs, rnd)
+        theta = working_copies(held.dense["user0"], held.item_rows,
+                               {k: v for k, v in held.dense.items() if k != "user0"})
         params = [t.requires_grad_(True) for t in theta.tensors()]
         optimiser = torch.optim.Adam(params, lr=train.lr, fused=True)
         total = 0.0
-        for _ in range(train.local_epochs):
-            ids = minibatch_ids(batch.client, len(users), 2 * train.local_batches, generator)
+        shuffle = draws.child("shuffle")
+        for epoch in range(train.local_epochs):
+            ids = minibatch_ids(batch, 2 * train.local_batches, shuffle, epoch)
             for step in range(train.local_batches):
                 support = torch.nonzero(ids == 2 * step).flatten()
                 query = torch.nonzero(ids == 2 * step + 1).flatten()
@@ -78,27 +88,27 @@ class FedMeta:
                     p.grad = g
                 optimiser.step()
                 total += float(loss.detach()) / len(users)
-        dense_delta = {k: v.detach() - state.shared[k] for k, v in theta.dense.items()}
-        dense_delta["user0"] = theta.user.detach() - state.shared["user0"]
-        item_delta = theta.item.detach() - state.shared["item"][pairs.item]
+        dense_delta = {k: v.detach() - held.dense[k] for k, v in theta.dense.items()}
+        dense_delta["user0"] = theta.user.detach() - held.dense["user0"]
+        item_delta = theta.item.detach() - held.item_rows
         return Uploads(len(users), data.num_items, pairs.client, pairs.item, item_delta, dense_delta,
-                       mode=train.upload, loss=total / (train.local_epochs * train.local_batches))
+                       mode=train.upload, loss=total / (train.local_epochs * train.local_batches), users=users)
 
-    def server_aggregate(self, state: RecState, uploads: Uploads | None) -> RoundReport:
+    def server_aggregate(self, state: RecState, uploads: Uploads | None, rnd: int) -> RoundReport:
         assert uploads is not None
-        train = self.ctx.cfg.train
-        item_mean, _, dense_mean, sent = aggregate(uploads, train.payloads == "encode", train.value_dtype)
-        state.shared["item"].add_(item_mean, alpha=train.server_lr)
-        for name, delta in dense_mean.items():
-            state.shared[name].add_(delta, alpha=train.server_lr)
-        return RoundReport(bytes_up=sent, bytes_down=download_bytes(uploads, train.value_dtype), loss=uploads.loss)
+        got = self.link.upload(uploads, rnd)
+        state.shared["item"].add_(got.item_mean, alpha=self.ctx.cfg.train.server_lr)
+        for name, delta in got.dense_mean.items():
+            state.shared[name].add_(delta, alpha=self.ctx.cfg.train.server_lr)
+        return RoundReport(loss=uploads.loss)
 
-    def scoring_state(self, state: RecState, generator: torch.Generator) -> RecState:
+    def scoring_state(self, state: RecState, draws: Draws) -> RecState:
         return state  # the per-user adaptation (`eval_steps`) happens inside `predict`, query by query
 
-    def predict(self, state: RecState, user: torch.Tensor, item: torch.Tensor,
-                generator: torch.Generator, max_queries: int = 1 << 17) -> torch.Tensor:
-        """Adapt the initialisation on each queried user's own training data, then score its pairs."""
+    def predict(self, state: RecState, user: torch.Tensor, item: torch.Tensor, draws: Draws,
+                max_queries: int = 1 << 17) -> torch.Tensor:
+        """Adapt the initialisation on each queried user's own training data (fresh negatives from `draws`, keyed by
+        user: a user adapts the same way in whichever group it is scored), then score its pairs."""
         data = self.ctx.data
         users, slot = torch.unique(user, return_inverse=True)
         out = torch.empty(len(user))
@@ -113,12 +123,11 @@ class FedMeta:
                 group, start = [], 0
         if group:
             bounds.append(group)
-        eval_gen = torch.Generator().manual_seed(self.ctx.cfg.seed + 7919)
         for group in bounds:
             g = torch.tensor(group)
             in_group = torch.isin(slot, g)
             local = torch.searchsorted(g, slot[in_group])
-            batch = make_batch(data, users[g], self.ctx.cfg.data.num_negatives, eval_gen)
+            batch = make_batch(data, users[g], self.ctx.cfg.data.num_negatives, draws)
             n_train = len(batch.item)
             pairs = make_pairs(torch.cat([batch.client, local]), torch.cat([batch.item, item[in_group]]),
                                data.num_items)
