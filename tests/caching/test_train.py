@@ -7,6 +7,7 @@ import torch
 
 from fedge.caching.agents import AGENTS, DQNAgent, SACAgent, flat_params, learned_policies, make_agent
 from fedge.caching.config import LEARNED, AgentConfig, CacheConfig
+from fedge.caching.runner import check_policies
 from fedge.caching.train import common_start, train_agents
 from fedge.config import ConfigError, build
 from fedge.core.streams import Streams
@@ -27,7 +28,7 @@ def test_registry_builds_agents_by_name() -> None:
     with pytest.raises(ConfigError, match="unknown caching agent 'ppo'"):
         make_agent("ppo", 4, CFG, Streams(0))
     with pytest.raises(ConfigError, match="policies: unknown policy 'fed-ppo'"):
-        build(CacheConfig, {"policies": ["lru", "fed-ppo"]})
+        check_policies(build(CacheConfig, {"policies": ["lru", "fed-ppo"]}))
 
 
 @pytest.mark.parametrize("kind", ["dqn", "sac"])

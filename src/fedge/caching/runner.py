@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fedge.caching.agents import learned_policies
 from fedge.caching.config import HEURISTICS, CacheConfig
 from fedge.caching.env import EdgeCore, MultiEdgeCacheEnv, edge_cores
 from fedge.caching.report import compare_learned, plot_costs, plot_hits, print_summary, summarise_run
@@ -21,7 +22,7 @@ from fedge.caching.similarity import SoftHitTable, item_embeddings
 from fedge.caching.simulator import CostModel, make_policies, simulate
 from fedge.caching.trace import build_trace
 from fedge.caching.train import train_agents
-from fedge.config import to_dict
+from fedge.config import check, to_dict
 from fedge.messaging.ledger import Ledger
 from fedge.messaging.transport import make_transport
 from fedge.output import progress_bar
@@ -30,10 +31,18 @@ from fedge.runfolder import RunFolder, RunResult, complete
 NO_SOFT = " (no soft hits)"
 
 
+def check_policies(cfg: CacheConfig) -> None:
+    """ConfigError unless every policy is a heuristic, a registered agent or its `fed-` variant."""
+    choices = HEURISTICS + tuple(learned_policies())
+    for name in cfg.policies:
+        check(name in choices, f"policies: unknown policy {name!r} (choose from {', '.join(choices)})")
+
+
 def run_cache(cfg: CacheConfig, out: Path | None = None, progress: bool = False,
               show: bool = True) -> RunResult:
     """Simulate/train every configured policy (and its no-soft-hit twin with `soft_ablation`). With `out`, write the
     run folder; with `show`, print the summary table. Returns the summary and the per-episode history."""
+    check_policies(cfg)
     net, tr = cfg.network, cfg.trace
     trace = build_trace(tr, net.edges, cfg.seed)
     capacity = net.capacity_items(trace.num_items)
