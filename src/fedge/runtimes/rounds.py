@@ -105,8 +105,8 @@ def _participation(fed: Federation, ctx: RunContext, env: RoundEnv, number: int)
     compute, dropped = None, 0
     if env.latency is not None:
         compute = env.latency.compute_time(number)
-        late = env.latency.drop_late(compute, online, int(codec.framed(codec.encoded_size(ctx.dim, ctx.dim,
-                                                                                          sparse=False))))
+        upload = codec.framed(codec.encoded_size(ctx.dim, ctx.dim, ctx.payload_dtype, sparse=False))
+        late = env.latency.drop_late(compute, online, int(upload))
         dropped, online = int(late.sum()), online & ~late
     participants = fed.algorithm.sampler.participants(ctx, number, online)
     return Round(number, members, online, participants, leaders_up), dropped, compute
