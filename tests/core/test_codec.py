@@ -59,3 +59,15 @@ def test_cached_mask_layout_sends_values_only() -> None:
     assert torch.equal(decoded.values, values) and torch.equal(decoded.mask, mask)
     with pytest.raises(ValueError):
         codec.decode(payload)
+
+
+@pytest.mark.parametrize("catalogue", [9724, 70000])
+def test_id_lists_round_trip_with_their_sizes(catalogue: int) -> None:
+    ids = torch.tensor([0, 5, catalogue - 1])
+    body = codec.encode_id_list(ids, catalogue)
+    assert len(body) == int(codec.id_list_sizes(torch.tensor([3]), catalogue)[0])
+    assert torch.equal(codec.decode_id_list(body, catalogue), ids)
+    with pytest.raises(ValueError):
+        codec.decode_id_list(body[:-1], catalogue)
+    with pytest.raises(ValueError):
+        codec.decode_id_list(codec.encode_id_list(ids, catalogue), catalogue - 1)

@@ -7,11 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from fedge.core.codec import decode
+from fedge.core.codec import COUNT, decode
 from fedge.messaging import Kind, Ledger, Role
 from fedge.recsys.algorithms import ALGORITHMS
 from fedge.recsys.algorithms.base import Context
-from fedge.recsys.bodies import COUNT
 from fedge.recsys.runner import prepare
 
 

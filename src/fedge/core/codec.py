@@ -13,7 +13,9 @@ what it got. Bodies:
   Model header (10 bytes): layout (u8), value dtype (u8: 0 = fp32, 1 = fp16), d (u32), nnz (u32).
 * a model request ("send me your model"): the version of the sender's mask the requester holds (i32, -1 = none),
   so that the sender may leave the mask out;
-* an empty body (a probe request: "send me your similarity sketch").
+* an empty body (a probe request: "send me your similarity sketch");
+* an id list (a request for the rows of these items): a count (u32), then the ids (uint16 when every id of the
+  catalogue fits, else uint32).
 
 Byte counts reported by fedge are lengths of encoded messages; `encoded_size(s)` and `framed` compute the same numbers
 without encoding and are tested to agree.
@@ -31,6 +33,7 @@ import torch
 HEADER = struct.Struct("<BBII")
 FRAME = struct.Struct("<BBIBII")  # kind, sender role, sender index, receiver role, receiver index, round
 VERSION = struct.Struct("<i")  # body of a model request: the mask version held, -1 = none
+COUNT = struct.Struct("<I")  # leading count of an id list
 DENSE, BITMAP, INDEX, CACHED = 0, 1, 2, 3
 _DTYPES = {"fp32": (0, np.float32, 4), "fp16": (1, np.float16, 2)}
 _DTYPE_BY_CODE = {code: (name, np_dtype, size) for name, (code, np_dtype, size) in _DTYPES.items()}
@@ -216,3 +219,32 @@ def unframe(message: bytes) -> tuple[Frame, bytes]:
 def framed(body_sizes: torch.Tensor | int) -> torch.Tensor | int:
     """Length on the wire of messages with these body lengths."""
     return body_sizes + FRAME.size
+
+
+def _id_dtype(catalogue: int) -> type[np.unsignedinteger]:
+    return np.uint16 if catalogue <= 65536 else np.uint32
+
+
+def id_list_sizes(counts: torch.Tensor, catalogue: int) -> torch.Tensor:
+    """Encoded lengths of id lists with these many ids each, for ids below `catalogue`."""
+    return COUNT.size + counts.to(torch.int64) * np.dtype(_id_dtype(catalogue)).itemsize
+
+
+def encode_id_list(ids: torch.Tensor, catalogue: int) -> bytes:
+    """An id list body: the count, then the ids (each below `catalogue`)."""
+    values = ids.detach().cpu().numpy().astype(_id_dtype(catalogue))
+    return COUNT.pack(len(values)) + values.tobytes()
+
+
+def decode_id_list(body: bytes | memoryview, catalogue: int) -> torch.Tensor:
+    """Inverse of `encode_id_list`; ValueError on a truncated body or an id outside the catalogue."""
+    if len(body) < COUNT.size:
+        raise ValueError(f"an id list of {len(body)} bytes is shorter than its count")
+    (count,) = COUNT.unpack_from(body)
+    dtype = _id_dtype(catalogue)
+    if len(body) != COUNT.size + count * np.dtype(dtype).itemsize:
+        raise ValueError(f"an id list of {len(body)} bytes does not hold {count} ids")
+    ids = torch.from_numpy(np.frombuffer(body, dtype=dtype, offset=COUNT.size).astype(np.int64))
+    if count and int(ids.max()) >= catalogue:
+        raise ValueError("an id list names an id outside the catalogue")
+    return ids

@@ -19,8 +19,8 @@ class Kind(IntEnum):
     """What a message carries (its code in the frame)."""
 
     MODEL = 0  # a device's model (peer exchange) or its upload to an aggregator
-    PROBE = 1  # a similarity sketch, sent on request
-    REQUEST = 2  # "send me your model" (with the mask version held) or "send me a sketch"
+    PROBE = 1  # a similarity sketch (sent on request) or profile (pushed, decentralized recommendation)
+    REQUEST = 2  # "send me your model" (with the mask version held), "send me a sketch", "send me these rows"
     AGGREGATE = 3  # an aggregator's model sent up the hierarchy (edge → cloud)
     DOWNLOAD = 4  # an aggregator's model sent down (server → device, cloud → edge, edge → device)
 

@@ -13,18 +13,14 @@
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from fedge.core import codec
 from fedge.messaging.bodies import KnownMasks
 from fedge.recsys.wire import ClientRows
-
-COUNT = struct.Struct("<I")  # the number of item ids in a request
 
 
 @dataclass(frozen=True)
@@ -50,10 +46,6 @@ class RowsBody:
         return RowsBody(self.rows.like(list(blobs)), self.value_dtype)
 
 
-def _id_dtype(num_items: int) -> type[np.unsignedinteger]:
-    return np.uint16 if num_items <= 65536 else np.uint32
-
-
 @dataclass(frozen=True)
 class ItemRequests:
     """Message p asks for the rows of items `items[ptr[p]:ptr[p + 1]]` of a catalogue of `num_items`."""
@@ -69,33 +61,20 @@ class ItemRequests:
         return self.ptr[1:] - self.ptr[:-1]
 
     def sizes(self) -> torch.Tensor:
-        return COUNT.size + self.counts() * np.dtype(_id_dtype(self.num_items)).itemsize
+        return codec.id_list_sizes(self.counts(), self.num_items)
 
     def encode(self, p: int) -> bytes:
-        ids = self.items[int(self.ptr[p]): int(self.ptr[p + 1])].numpy().astype(_id_dtype(self.num_items))
-        return COUNT.pack(len(ids)) + ids.tobytes()
+        return codec.encode_id_list(self.items[int(self.ptr[p]): int(self.ptr[p + 1])], self.num_items)
 
     def received(self) -> ItemRequests:
         return self
 
     def decode(self, blobs: Sequence[bytes], known: KnownMasks | None = None) -> ItemRequests:
-        dtype = _id_dtype(self.num_items)
-        width = np.dtype(dtype).itemsize
-        parts, counts = [], []
-        for blob in blobs:
-            if len(blob) < COUNT.size:
-                raise ValueError(f"an item request of {len(blob)} bytes is shorter than its count")
-            (count,) = COUNT.unpack_from(blob)
-            if len(blob) != COUNT.size + count * width:
-                raise ValueError(f"an item request of {len(blob)} bytes does not hold {count} item ids")
-            ids = torch.from_numpy(np.frombuffer(blob, dtype=dtype, offset=COUNT.size).astype(np.int64))
-            if count and int(ids.max()) >= self.num_items:
-                raise ValueError("an item request names an item outside the catalogue")
-            parts.append(ids)
-            counts.append(count)
+        parts = [codec.decode_id_list(blob, self.num_items) for blob in blobs]
+        counts = [len(ids) for ids in parts]
         ptr = torch.zeros(len(blobs) + 1, dtype=torch.long)
         ptr[1:] = torch.cumsum(torch.tensor(counts, dtype=torch.long), 0)
         return ItemRequests(self.num_items, ptr, torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long))
 
 
-__all__ = ["COUNT", "ItemRequests", "RowsBody"]
+__all__ = ["ItemRequests", "RowsBody"]
