@@ -65,6 +65,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--loopback", action="store_true", help="also measure this checkout's loopback transport")
     parser.add_argument("--only", action="append", help="workload(s) to run (default: both LeNet-5 ones)")
+    parser.add_argument("--algorithm", action="append", dest="algorithms",
+                        help="algorithm(s) to run (default: fedavg, dfl, dpmn)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     workloads = args.only or list(WORKLOADS)
@@ -76,7 +78,7 @@ def main() -> None:
         sources = {"baseline": extract(args.baseline, Path(tmp)), "direct": ROOT / "src", "loopback": ROOT / "src"}
         for repeat in range(args.repeats):
             for workload in workloads:
-                for algorithm in ALGORITHMS:
+                for algorithm in args.algorithms or ALGORITHMS:
                     key = f"{workload}/{algorithm}"
                     for name, transport in contenders:
                         value = measure(sources[name], workload, algorithm, args, transport)["samples_per_s"]

@@ -7,9 +7,10 @@ For every chosen pair (i receives from j):
 * j sends x̃_j ∘ m_j in the smallest layout, leaving the mask out when i holds j's current mask;
 * i decodes it, with the mask it holds when the mask was left out, and remembers the mask version it now holds.
 
-Receivers keep the masks they hold in one store keyed by (sender, version) (each receiver's copy would be the same
-bits), trimmed to the versions some receiver still holds. Messages are sent ordered by receiver, then by the
-sender's device id, and the resulting `Inbox` keeps that order.
+A sender leaves its mask out only when the receiver holds its *current* mask version, so a receiver decoding such a
+body needs that sender's latest mask: receivers keep one store of each sender's latest mask they received, with
+its version (every receiver holding that version would hold the same bits). Messages are sent ordered by receiver,
+then by the sender's device id, and the resulting `Inbox` keeps that order.
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ from fedge.messaging import Inbox, Kind, Models, Requests, Role, route
 
 
 class PeerExchange:
-    def __init__(self, num_devices: int) -> None:
+    def __init__(self, num_devices: int, dim: int) -> None:
         self.held = torch.full((num_devices, num_devices), -1, dtype=torch.int32)  # [receiver, sender] version held
-        self.store: dict[tuple[int, int], torch.Tensor] = {}  # (sender row, version) -> mask some receiver holds
+        self.store_version = torch.full((num_devices,), -1, dtype=torch.long)  # [sender] latest version received
+        self.store_masks = torch.zeros(num_devices, dim, dtype=torch.bool)  # [sender] that version's mask
 
     def exchange(self, devices: DeviceState, ctx: RunContext, round_number: int, adjacency: torch.Tensor,
                  pulls: bool) -> Inbox:
@@ -47,44 +49,36 @@ class PeerExchange:
         senders, slot = torch.unique(cols, return_inverse=True)
         body = Models(devices.bank[senders], slot, devices.masks[senders], ctx.payload_dtype,
                       mask_known=versions == current)
-        cols_list, versions_list = cols.tolist(), versions.tolist()
         got = ctx.transport.send(route(Kind.MODEL, round_number, Role.DEVICE, Role.DEVICE, cols, rows), body,
-                                 known=lambda p: self.store[(cols_list[p], versions_list[p])])
+                                 known=lambda p: self._held_mask(int(cols[p]), int(versions[p])))
         received = got.body
         assert isinstance(received, Models) and received.masks is not None
         receivers, from_rows = got.route.receivers, got.route.senders
         self._remember(receivers, from_rows, devices.mask_version[from_rows], received)
         return Inbox(receivers, from_rows, received)
 
+    def _held_mask(self, sender: int, version: int) -> torch.Tensor:
+        if int(self.store_version[sender]) != version:
+            raise ValueError(f"a receiver holds version {version} of device row {sender}'s mask, which it never got")
+        return self.store_masks[sender]
+
     def _remember(self, receivers: torch.Tensor, senders: torch.Tensor, versions: torch.Tensor,
                   received: Models) -> None:
-        """Receivers now hold these mask versions; keep each new (sender, version) mask once, drop unheld ones."""
+        """Receivers now hold these mask versions; keep each sender's newest mask received."""
         assert received.masks is not None
         self.held[receivers, senders] = versions.to(torch.int32)
-        for message, (sender, version) in enumerate(zip(senders.tolist(), versions.tolist(), strict=True)):
-            if (sender, version) not in self.store:
-                self.store[(sender, version)] = received.masks[int(received.slot[message])].clone()
-        # Only senders of this exchange can have versions nobody holds any more.
-        sent = set(senders.tolist())
-        keys = [key for key in self.store if key[0] in sent]
-        if keys:
-            who = torch.tensor([s for s, _ in keys])
-            which = torch.tensor([v for _, v in keys], dtype=torch.int32)
-            still = (self.held[:, who] == which[None, :]).any(dim=0).tolist()
-            for key, keep in zip(keys, still, strict=True):
-                if not keep:
-                    del self.store[key]
+        newer = versions > self.store_version[senders]
+        if bool(newer.any()):
+            messages = torch.nonzero(newer).flatten()
+            who = senders[messages]  # a sender appears once per receiver: all its messages carry the same mask
+            self.store_version[who] = versions[messages]
+            self.store_masks[who] = received.masks.index_select(0, received.slot[messages])
 
     def state_dict(self) -> dict[str, Any]:
-        keys = sorted(self.store)
-        return {"held": self.held, "store_keys": torch.tensor(keys, dtype=torch.long).reshape(-1, 2),
-                "store_masks": torch.stack([self.store[k] for k in keys]) if keys else torch.zeros(0, 0,
-                                                                                                    dtype=torch.bool)}
+        return {"held": self.held, "store_version": self.store_version, "store_masks": self.store_masks}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.held = state["held"]
-        self.store = {(int(s), int(v)): mask for (s, v), mask in zip(state["store_keys"].tolist(),
-                                                                     state["store_masks"], strict=True)}
+        self.held, self.store_version, self.store_masks = state["held"], state["store_version"], state["store_masks"]
 
 
 __all__ = ["PeerExchange"]

@@ -86,7 +86,7 @@ class Simulation:
         devices = initial_devices(config, setup)
         algorithm = create(algorithm_name, config)
         algorithm.start(ctx, devices)
-        fed = Federation(devices, algorithm, PeerExchange(n), Inbox.empty(ctx.dim),
+        fed = Federation(devices, algorithm, PeerExchange(n, ctx.dim), Inbox.empty(ctx.dim),
                          torch.zeros(n, n, dtype=torch.bool))
         faults = FaultModel.create(config.faults, config.seed, config.rounds, ids, config.hierarchy.clusters)
         latency = (LatencyModel.create(config.latency, config.seed, ids, ctx.data_sizes, config.train.epochs)

@@ -31,6 +31,14 @@ from fedge.experiment import NeighbourConfig
 from fedge.messaging import Inbox, Kind, Models, Requests, Role, route
 
 
+def reachable(ctx: RunContext, rnd: Round) -> torch.Tensor:
+    """[N, N] candidates: pairs the physical topology connects, both taking part this round."""
+    taking_part = rnd.participants
+    if bool(taking_part.all()):
+        return ctx.physical
+    return ctx.physical & taking_part[:, None] & taking_part[None, :]
+
+
 class FixedTopology(Selector):
     """Neighbours are the participants adjacent in the fixed logical topology (dfl, dpmp); senders push."""
 
@@ -111,8 +119,7 @@ class SimilaritySelection(Selector):
                     received.mask_rows(), fp16=True)
 
     def select(self, devices: DeviceState, ctx: RunContext, rnd: Round) -> torch.Tensor:
-        taking_part = rnd.participants
-        candidates = ctx.physical & taking_part[:, None] & taking_part[None, :]
+        candidates = reachable(ctx, rnd)
         self._probe(devices, ctx, rnd, candidates)
         known = candidates & (self.scored_round >= 0)
         if self.metric == "cosine":
@@ -207,8 +214,7 @@ class RandomLikeSelection(Selector):
 
     def select(self, devices: DeviceState, ctx: RunContext, rnd: Round) -> torch.Tensor:
         chosen = self.inner.select(devices, ctx, rnd)
-        taking_part = rnd.participants
-        candidates = ctx.physical & taking_part[:, None] & taking_part[None, :]
+        candidates = reachable(ctx, rnd)
         noise = ctx.streams.uniform("random-neighbours", rnd.number, ctx.ids, ctx.ids)
         self.inner.neighbours = random_select(candidates, chosen.sum(dim=1), noise, tie_rank=ctx.ids)
         return self.inner.neighbours
