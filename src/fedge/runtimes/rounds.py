@@ -136,14 +136,12 @@ def run_round(fed: Federation, ctx: RunContext, trainer: SequentialTrainer | Bat
         algorithm.pruner.step(devices, ctx, rnd, val)
     started = timer.add("prune", started)
 
-    adjacency = torch.zeros_like(fed.neighbours)
-    if algorithm.selector is not None:
-        adjacency = algorithm.selector.select(devices, ctx, rnd)
+    if algorithm.selector is not None:  # without one, nobody ever has neighbours (fed.neighbours stays empty)
+        fed.neighbours = algorithm.selector.select(devices, ctx, rnd)
         started = timer.add("select", started)
-        fed.inbox = fed.exchange.exchange(devices, ctx, fed.round, adjacency, algorithm.selector.pulls)
+        fed.inbox = fed.exchange.exchange(devices, ctx, fed.round, fed.neighbours, algorithm.selector.pulls)
         algorithm.selector.observe(devices, ctx, rnd, fed.inbox)
         started = timer.add("exchange", started)
-    fed.neighbours = adjacency
     algorithm.combiner.combine(devices, ctx, rnd, fed.inbox)
     started = timer.add("combine", started)
 
@@ -155,7 +153,7 @@ def run_round(fed: Federation, ctx: RunContext, trainer: SequentialTrainer | Bat
         "bytes_round": ledger.round_total,
         "bytes_total": ledger.total,
         "bytes_by_link": dict(by_link),
-        "neighbours_mean": float(adjacency.sum(dim=1).float().mean()) if algorithm.selector else 0.0,
+        "neighbours_mean": float(fed.neighbours.sum(dim=1).float().mean()) if algorithm.selector else 0.0,
         "density_mean": float(density(devices.masks)[ctx.by_id(torch.arange(len(ctx.ids)))].mean()),
         "participants": int(rnd.participants.sum()),
         "bytes_edge_total": by_link[Link.DEVICE_EDGE.value],
