@@ -25,3 +25,11 @@ def test_every_example_runs(tmp_path: Path) -> None:
                               timeout=600)
         assert done.returncode == 0, f"example {number}:\n{done.stderr[-2000:]}"
         assert "accuracy" in done.stdout or re.search(r"\d\.\d", done.stdout), done.stdout
+
+
+def test_the_package_exports_exactly_the_api() -> None:
+    import fedge
+    from fedge import api
+
+    assert set(api.__all__) == fedge._API
+    assert all(getattr(fedge, name) is getattr(api, name) for name in api.__all__)

@@ -12,10 +12,18 @@ from typing import Any
 __version__ = "0.1.0"
 
 
+# The names `fedge.api` exports (kept here so that looking up any other name, e.g. a submodule during
+# `from fedge import x`, never imports the API).
+_API = frozenset({
+    "ALGORITHMS", "DATASETS", "MODELS", "AdaptivePruner", "Algorithm", "ArrayDataset", "ClientSampling", "Combiner",
+    "Component", "ConfigError", "DeviceState", "EdgeCloudAveraging", "ExperimentConfig", "FixedTopology", "Inbox",
+    "NeighbourAveraging", "NeighbourRegularizer", "Pruner", "RandomLikeSelection", "Round", "RunContext",
+    "RunResult", "Sampler", "Selector", "ServerAveraging", "SimilaritySelection", "Simulation", "configure",
+    "register_algorithm", "register_dataset", "register_model", "run", "simulate",
+})
+
+
 def __getattr__(name: str) -> Any:
-    if name.startswith("__"):
-        raise AttributeError(name)
-    api = importlib.import_module("fedge.api")
-    if name in api.__all__:
-        return getattr(api, name)
-    raise AttributeError(f"module 'fedge' has no attribute {name!r}")
+    if name not in _API:
+        raise AttributeError(f"module 'fedge' has no attribute {name!r}")
+    return getattr(importlib.import_module("fedge.api"), name)

@@ -1,18 +1,22 @@
 """The `fedge` command: one subcommand per capability, each in `fedge.commands.<name>`.
 
 Each command module exposes `add_arguments(parser)` and `main(args) -> int`. A user's mistake (bad config value,
-missing data files) raises `ConfigError` or its subclass `fedge.errors.DataError`; it is printed as one line and
-the exit code is 2.
+missing data files, an output folder that cannot be written, a model that diverged) raises `ConfigError` or a
+subclass (`fedge.errors.DataError`, `fedge.runfolder.Diverged`); it is printed as one line and the exit code is 2.
+
+Ctrl-C at any moment — while the command modules import (torch takes seconds), while a run trains, while it
+writes — ends with the one line `fedge <command>: interrupted` and exit code 130. That is why this module imports
+nothing from fedge at import time: everything that can take long happens inside `main`'s handler.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 from collections.abc import Sequence
-
-from fedge.config import ConfigError
+from types import ModuleType
 
 # name -> (module under fedge.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -21,9 +25,16 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "cache": ("cache", "recommendation-enabled edge caching"),
     "reproduce": ("reproduce", "rerun the paper's experiments and write a report"),
 }
+INTERRUPTED = 130  # 128 + SIGINT, what shells report for a command ended by Ctrl-C
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _command_name(argv: Sequence[str]) -> str | None:
+    """The subcommand named in `argv` (the first word that is not an option), if it is one."""
+    word = next((a for a in argv if not a.startswith("-")), None)
+    return word if word in COMMANDS else None
+
+
+def _parser() -> tuple[argparse.ArgumentParser, dict[str, ModuleType]]:
     parser = argparse.ArgumentParser(prog="fedge", description="Federated learning at the edge.")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     modules = {}
@@ -32,6 +43,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         modules[name] = module
         sub = subparsers.add_parser(name, help=help_text, description=(module.__doc__ or help_text).strip())
         module.add_arguments(sub)
+    return parser, modules
+
+
+def _run(argv: Sequence[str] | None) -> int:
+    from fedge.config import ConfigError
+
+    parser, modules = _parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
@@ -41,9 +59,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(f"fedge {args.command}: error: {err}", file=sys.stderr)
         return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line `argv` (default: sys.argv[1:]); returns the exit code."""
+    words = list(sys.argv[1:] if argv is None else argv)
+    name = _command_name(words)
+    try:
+        return _run(argv)
     except KeyboardInterrupt:
-        print(f"fedge {args.command}: interrupted", file=sys.stderr)
-        return 130
+        if argv is None:  # the process is ending: a second Ctrl-C must not turn this line into a traceback
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        print(f"fedge {name}: interrupted" if name else "fedge: interrupted", file=sys.stderr)
+        return INTERRUPTED
+    finally:
+        if argv is None:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # nor a Ctrl-C while the interpreter shuts down
 
 
 if __name__ == "__main__":

@@ -3,16 +3,23 @@
 Every command (`fedge run`, `fedge recsys`, `fedge cache`, ...) describes its settings as a tree of dataclasses.
 `build(cls, mapping)` turns a plain mapping (from YAML plus `--set key=value` overrides) into that tree and rejects
 unknown keys and wrongly typed values with a `ConfigError` whose one-line message names the offending key.
-A dataclass may define `validate(self) -> None` raising `ConfigError` for value checks (ranges, choices).
+
+Numbers follow one rule, enforced here and nowhere else: every `float` must be finite (YAML and `--set` accept
+`.nan`, `.inf`, `nan`, `inf`, and `1e999` overflows to inf), and a number declared with a `Range`,
+`Annotated[float, Range(0, 1, high_open=True)]`, must lie in it. The range is declared where the field is, so a new
+setting states its documented range once and is checked by every command (tests enumerate the declarations).
+A dataclass may define `validate(self) -> None` raising `ConfigError` for checks that involve several fields
+(k_min <= k_max, fractions summing to 1) or choices that depend on other values.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -23,7 +30,56 @@ class ConfigError(ValueError):
     """A user's configuration mistake. The CLI prints its message on one line and exits with code 2."""
 
 
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The documented range of a numeric setting, declared with the field: `lr: Annotated[float, Range(0,
+    low_open=True)]` means lr > 0; `Range(0, 1, high_open=True)` means [0, 1). `None` is an open end (no bound).
+
+    `build` rejects a value outside it with a one-line `ConfigError` naming the key and the value, so `validate`
+    methods keep only checks that involve several fields.
+    """
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, value: object) -> bool:
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value != value:  # nan is in no range
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return not (self.high is not None and (value >= self.high if self.high_open else value > self.high))
+
+    def __str__(self) -> str:
+        """The range as a requirement: '> 0', '>= 1', '<= 5' or 'in [0, 1)'."""
+        if self.high is None:
+            return "any number" if self.low is None else f"{'>' if self.low_open else '>='} {_bound(self.low)}"
+        if self.low is None:
+            return f"{'<' if self.high_open else '<='} {_bound(self.high)}"
+        return (f"in {'(' if self.low_open else '['}{_bound(self.low)}, {_bound(self.high)}"
+                f"{')' if self.high_open else ']'}")
+
+
+# The ranges most settings share, as ready-made field types (`lr: PositiveFloat = 0.1`).
+PositiveFloat = Annotated[float, Range(0, low_open=True)]
+NonNegativeFloat = Annotated[float, Range(0)]
+Probability = Annotated[float, Range(0, 1)]
+BelowOne = Annotated[float, Range(0, 1, high_open=True)]  # [0, 1): momenta, discounts, failure probabilities
+Share = Annotated[float, Range(0, 1, low_open=True)]  # a fraction of something that cannot be empty: (0, 1]
+Similarity = Annotated[float, Range(-1, 1)]  # a cosine-similarity threshold
+PositiveInt = Annotated[int, Range(1)]
+NonNegativeInt = Annotated[int, Range(0)]
+Seed = Annotated[int, Range(-(2**63), 2**63 - 1)]  # random streams hash the seed as a signed 64-bit integer
+
+
+def _bound(x: float) -> str:
+    return str(x) if isinstance(x, int) else f"{x:g}"
+
+
 def _type_name(tp: Any) -> str:
+    if get_origin(tp) is Annotated:
+        tp = get_args(tp)[0]
     return getattr(tp, "__name__", str(tp)).replace("typing.", "")
 
 
@@ -32,18 +88,25 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     origin = get_origin(tp)
     if tp is Any:
         return value
+    if origin is Annotated:
+        base, *extras = get_args(tp)
+        value = _coerce(value, base, key)
+        for rng in extras:
+            if isinstance(rng, Range) and value is not None and value not in rng:
+                raise ConfigError(f"{key}: must be {rng}, got {value!r}")
+        return value
     if origin in (Union, types.UnionType):
         args = get_args(tp)
         if value is None and type(None) in args:
             return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
+        options = [arg for arg in args if arg is not type(None)]
+        if len(options) == 1:  # `X | None`: X's own message (a range, a type) says more than "not a valid X or None"
+            return _coerce(value, options[0], key)
+        for arg in options:
             try:
                 return _coerce(value, arg, key)
-            except ConfigError as err:
-                errors.append(str(err))
+            except ConfigError:
+                pass
         raise ConfigError(f"{key}: {value!r} is not a valid {' or '.join(_type_name(a) for a in args)}")
     if origin is Literal:
         choices = get_args(tp)
@@ -75,19 +138,26 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         raise ConfigError(f"{key}: expected true or false, got {value!r}")
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
+            if isinstance(value, float) and value.is_integer():  # never true of nan or inf
                 return int(value)
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
         return value
     if tp is float:
+        given = value
         if isinstance(value, str):  # YAML 1.1 reads "1e-8" (no dot) as a string
             try:
-                return float(value)
+                value = float(value)
             except ValueError:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond float range
+            number = math.inf
+        if not math.isfinite(number):  # nan, inf, -inf, and text such as 1e999 that overflows to inf
+            raise ConfigError(f"{key}: must be a finite number, got {given if isinstance(given, str) else repr(value)}")
+        return number
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{key}: expected a string, got {value!r}")
@@ -102,7 +172,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
 def build(cls: type[T], mapping: Mapping[str, Any] | None, prefix: str = "") -> T:
     """Build dataclass `cls` from `mapping`, strictly: unknown keys and bad types are ConfigErrors."""
     mapping = dict(mapping or {})
-    hints = get_type_hints(cls)
+    hints = get_type_hints(cls, include_extras=True)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(mapping) - set(fields))
     if unknown:
@@ -135,12 +205,20 @@ def to_dict(obj: Any) -> Any:
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping; a missing file or malformed YAML is a ConfigError naming the file."""
+    """Read a YAML mapping; a missing or unreadable file, text that is not UTF-8 or malformed YAML is a ConfigError
+    naming the file."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not a UTF-8 text file (byte 0x{err.object[err.start]:02x} at offset "
+                          f"{err.start}); save the config as UTF-8") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read the config file ({err.strerror or err})") from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: invalid YAML ({str(err).splitlines()[0]})") from None
     if data is None:
@@ -188,7 +266,17 @@ def check(condition: bool, message: str) -> None:
 
 
 __all__ = [
+    "BelowOne",
     "ConfigError",
+    "NonNegativeFloat",
+    "NonNegativeInt",
+    "PositiveFloat",
+    "PositiveInt",
+    "Probability",
+    "Range",
+    "Seed",
+    "Share",
+    "Similarity",
     "apply_overrides",
     "build",
     "check",

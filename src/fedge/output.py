@@ -3,12 +3,19 @@
 A run folder holds `metrics.jsonl` (one JSON object per round, appended and flushed as it happens so that a crash
 loses at most the round in progress), `summary.json` (final values plus the resolved config, written atomically) and
 any command-specific files. `atomic_write_*` write to a temporary file in the same folder, fsync, then rename, so a
-reader never sees half a file.
+reader never sees half a file; the file ends with the permissions the user's umask gives a new file (as `open` would),
+not the 0600 of `tempfile.mkstemp`.
+
+All JSON written here is strict: `NaN`, `Infinity` and `-Infinity` are not JSON, so a non-finite number is an error
+(`dumps` raises a `ValueError` naming where it is). Values that legitimately have no number (the 10th percentile of
+an empty set) are written as `null` by whoever computes them; a loss that stopped being finite is a divergence
+(`fedge.runfolder.Diverged`), caught before anything is written.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -33,17 +40,65 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+def non_finite(obj: Any, where: str = "") -> str | None:
+    """The path (`a.b[2]`) of the first non-finite float in `obj` (nested dicts, lists, tensors), or None."""
+    if isinstance(obj, float):
+        return None if math.isfinite(obj) else (where or "value")
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            found = non_finite(value, f"{where}.{key}" if where else str(key))
+            if found:
+                return found
+    elif isinstance(obj, (list, tuple)):
+        for k, value in enumerate(obj):
+            found = non_finite(value, f"{where}[{k}]")
+            if found:
+                return found
+    elif hasattr(obj, "item") or hasattr(obj, "tolist"):
+        try:
+            return non_finite(_json_default(obj), where)
+        except (TypeError, ValueError, RuntimeError):
+            return None
+    return None
+
+
+def _strict(obj: Any, text: Any, **kwargs: Any) -> str:
+    try:
+        return json.dumps(obj, default=_json_default, sort_keys=True, allow_nan=False, **kwargs)
+    except ValueError as err:
+        where = non_finite(obj)
+        if where is None:
+            raise
+        raise ValueError(f"{text}: {where} is not a finite number (strict JSON has no NaN or Infinity)") from err
+
+
 def dumps(obj: Any) -> str:
-    """Compact, deterministic JSON (sorted keys) that understands tensors and numpy scalars."""
-    return json.dumps(obj, default=_json_default, sort_keys=True)
+    """Compact, deterministic, strict JSON (sorted keys; no NaN/Infinity) that understands tensors and numpy
+    scalars."""
+    return _strict(obj, "JSON record")
+
+
+def umask() -> int:
+    """The process's umask, read without changing it where the system allows (Linux: /proc/self/status)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write `data` to `path` atomically: temp file in the same folder, fsync, rename."""
+    """Write `data` to `path` atomically: temp file in the same folder, fsync, rename. The file gets the
+    permissions a file created with `open` would (0666 less the umask)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~umask())
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -60,7 +115,17 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, default=_json_default, sort_keys=True, indent=2) + "\n").encode())
+    """`obj` as indented strict JSON (no NaN/Infinity), written atomically."""
+    atomic_write_bytes(path, (_strict(obj, str(path), indent=2) + "\n").encode())
+
+
+def remove_temporaries(folder: str | Path) -> None:
+    """Temp files an atomic write left when its process was killed mid-write (`.NAME.*.tmp`), in `folder` and its
+    subfolders; never a finished file."""
+    root = Path(folder)
+    if root.is_dir():
+        for stale in [*root.glob(".*.tmp"), *root.glob("*/.*.tmp")]:
+            stale.unlink(missing_ok=True)
 
 
 class JsonlWriter:

@@ -40,7 +40,7 @@ def test_movielens_errors(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="missing ratings.csv"):
         movielens_trace(TraceConfig(kind="movielens", data_dir=tmp_path), 2, 0)
     (tmp_path / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,x,3,4\n")
-    with pytest.raises(DataError, match="ratings.csv:2: malformed"):
+    with pytest.raises(DataError, match="ratings.csv:2: user and item ids must be integers"):
         movielens_trace(TraceConfig(kind="movielens", data_dir=tmp_path), 2, 0)
 
 
@@ -99,3 +99,56 @@ def test_top_neighbours_and_table() -> None:
     assert sims[0, 0] == pytest.approx(0.9 / np.hypot(0.9, 0.1), abs=1e-6)
     table = SoftHitTable.build(emb, SoftHitConfig(floor=0.5, neighbours=3))
     assert table.items[0] == [1] and table.items[2] == []  # only candidates with p > 0 are kept
+
+
+@pytest.mark.parametrize(("name", "content", "fragment"), [
+    ("junk.pt", b"hello, not a tensor", "cannot read"),  # was a KeyError traceback from the unpickler
+    ("empty.pt", b"", "cannot read"),
+    ("junk.npy", b"not numpy", "cannot read"),
+    ("junk.npz", b"PK\x03\x04 truncated", "cannot read"),
+    ("e.txt", b"1 2 3", "must be .pt, .npy or .npz"),
+])
+def test_unreadable_embedding_files_are_one_line_errors(tmp_path: Path, name: str, content: bytes,
+                                                         fragment: str) -> None:
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(DataError) as info:
+        file_embeddings(tmp_path / name, _trace_with_ids([7, 8, 9]))
+    assert fragment in str(info.value) and str(tmp_path / name) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_non_finite_or_malformed_embeddings_are_refused(tmp_path: Path) -> None:
+    """All-NaN embeddings used to switch soft hits off silently (cosine NaN is never above the floor)."""
+    trace = _trace_with_ids([7, 8, 9])
+    one_inf = torch.ones(3, 2)
+    one_inf[1, 0] = float("inf")
+    for emb, message in ((torch.full((3, 2), float("nan")), "6 non-finite values (NaN or inf; first in row 0)"),
+                         (one_inf, "1 non-finite values (NaN or inf; first in row 1)")):
+        torch.save(emb, tmp_path / "e.pt")
+        with pytest.raises(DataError) as info:
+            file_embeddings(tmp_path / "e.pt", trace)
+        assert message in str(info.value)
+    cases = [({"item_embeddings": "abc"}, "holds str as its embeddings"),
+             ({"item_embeddings": torch.ones(3, 2), "item_ids": torch.tensor([7, 7, 9])}, "item id 7 more than once"),
+             ({"item_embeddings": torch.ones(3, 2), "item_ids": torch.tensor([7.5, 8, 9])}, "not integers"),
+             ({"item_embeddings": torch.ones(0, 2)}, "non-empty 2-D matrix")]
+    for payload, fragment in cases:
+        torch.save(payload, tmp_path / "d.pt")
+        with pytest.raises(DataError, match=fragment):
+            file_embeddings(tmp_path / "d.pt", trace)
+
+
+def test_trace_reads_ratings_with_the_recsys_rules(tmp_path: Path) -> None:
+    """One MovieLens reader: the cache trace drops repeated (user, movie) pairs and refuses what recsys refuses."""
+    folder = write_movielens(tmp_path / "ml")
+    rows = (folder / "ratings.csv").read_text().splitlines()
+    (folder / "ratings.csv").write_text("\n".join(rows + rows[1:]) + "\n")  # every rating twice
+    trace = movielens_trace(TraceConfig(kind="movielens", data_dir=folder), edges=2, seed=0)
+    assert len(trace) == 4 and trace.duplicates_removed == 4
+    assert trace.item_ids[trace.items].tolist() == [20, 10, 30, 10]
+    for text, fragment in [("movieId,userId,timestamp\n10,1,5\n", "header has no column 'rating'"),
+                           ("1,10,4.0,5\n", "no header line"),
+                           ("userId,movieId,rating,timestamp\n1,10,43.6,5\n", "rating 43.6 is off"),
+                           ("userId,movieId,rating,timestamp\n99999999999999999999,10,4,5\n", "out of range")]:
+        (folder / "ratings.csv").write_text(text)
+        with pytest.raises(DataError, match=fragment):
+            movielens_trace(TraceConfig(kind="movielens", data_dir=folder), 2, 0)

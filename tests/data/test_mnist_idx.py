@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from fedge.data.base import sha256_file
+from fedge.data.base import ArrayDataset, sha256_file
 from fedge.data.download import file_digest
 from fedge.data.idx import read_idx, write_idx
 from fedge.data.mnist import load_cemnist, load_emnist, load_fashion_mnist, load_mnist
@@ -165,3 +165,33 @@ def test_emnist_missing_names_canonical_files(tmp_path: Path) -> None:
         load_emnist(tmp_path)
     assert "emnist-byclass-train-images-idx3-ubyte" in str(info.value)
     assert str(tmp_path / "emnist") in str(info.value)
+
+
+def test_train_and_test_images_of_different_sizes_are_refused(tmp_path: Path) -> None:
+    """Issue 18: 28x28 training and 20x20 test images loaded, then the model failed with a shape traceback."""
+    folder = tmp_path / "fashion_mnist"
+    _write_set(folder, MNIST_NAMES)
+    write_idx(folder / f"{MNIST_NAMES[2]}.gz", np.zeros((5, 20, 20), dtype=np.uint8))
+    with pytest.raises(DataError) as info:
+        load_fashion_mnist(tmp_path, checksums={})
+    message = str(info.value)
+    assert "holds 28x28 images but" in message and "t10k-images-idx3-ubyte.gz holds 20x20" in message
+    write_idx(folder / f"{MNIST_NAMES[2]}.gz", np.zeros((0, 28, 28), dtype=np.uint8))
+    write_idx(folder / f"{MNIST_NAMES[3]}.gz", np.zeros(0, dtype=np.uint8))
+    with pytest.raises(DataError, match="holds no images"):
+        load_fashion_mnist(tmp_path, checksums={})
+
+
+def test_every_dataset_checks_that_its_splits_match() -> None:
+    """The contract every loader's result meets (ArrayDataset), as a one-line DataError."""
+    with pytest.raises(DataError, match=r"training samples have shape \[1, 8, 8\] but test samples \[1, 6, 6\]"):
+        ArrayDataset("x", torch.zeros(2, 1, 8, 8), torch.zeros(2), torch.zeros(2, 1, 6, 6), torch.zeros(2), 10)
+    with pytest.raises(DataError, match="features and labels differ in length"):
+        ArrayDataset("x", torch.zeros(2, 3), torch.zeros(3), torch.zeros(2, 3), torch.zeros(2), 10)
+
+
+def test_idx_negative_dimension_is_data_error(tmp_path: Path) -> None:
+    path = tmp_path / "neg-idx1-ubyte"
+    path.write_bytes(bytes([0, 0, 0x08, 1]) + np.array([-1], dtype=">i4").tobytes())
+    with pytest.raises(DataError, match="negative dimension"):
+        read_idx(path)

@@ -36,7 +36,7 @@ def test_malformed_files_name_file_and_line(tmp_path: Path, text: str, line: int
     path = tmp_path / "ratings.csv"
     path.write_text(text)
     with pytest.raises(DataError) as info:
-        parse_ratings(path, ",", header=True)
+        parse_ratings(path, "ml-latest-small")
     message = str(info.value)
     assert f"{path}:{line}:" in message and fragment in message and "\n" not in message
 

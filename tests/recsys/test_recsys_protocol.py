@@ -1,10 +1,13 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
+from pathlib import Path
 
 import torch
 
 from fedge.core.streams import Streams
+from fedge.data.movielens import Ratings, parse_ratings
 from fedge.recsys.draws import Draws
 from fedge.recsys.protocol import build_explicit, build_implicit, hit_ndcg, rank_of_positive, sample_negatives
 
@@ -64,3 +67,46 @@ def test_explicit_split_is_per_user_and_disjoint(tiny) -> None:
     train = set((data.train_user * tiny.num_items + data.train_item).tolist())
     test = set((data.test_user * tiny.num_items + data.test_item).tolist())
     assert not train & test and data.rating_offset == (1.0 + 5.0) / 2
+
+
+def _doubled(ratings: Ratings) -> Ratings:
+    """Every row twice (the second copy later in the file), as a duplicated ratings.csv reads without dedupe."""
+    twice = torch.cat([torch.arange(len(ratings)), torch.arange(len(ratings))])
+    return replace(ratings, user=ratings.user[twice], item=ratings.item[twice], rating=ratings.rating[twice],
+                   timestamp=ratings.timestamp[twice])
+
+
+def _pairs(user: torch.Tensor, item: torch.Tensor) -> set[tuple[int, int]]:
+    return set(zip(user.tolist(), item.tolist(), strict=True))
+
+
+def test_duplicated_rows_never_put_held_out_items_in_training(tiny) -> None:
+    """Issue 18: with every row twice, the copy of each held-out interaction stayed in training (HR@10 0.067 ->
+    0.233). Both protocols split one row per (user, item) pair and count the rows they dropped."""
+    doubled = _doubled(tiny)
+    implicit = build_implicit(doubled, 20, torch.Generator().manual_seed(0))
+    assert implicit.eval_items is not None
+    held_out = _pairs(torch.arange(tiny.num_users), implicit.eval_items[:, 0])
+    assert not held_out & _pairs(implicit.train_user, implicit.train_item)
+    assert implicit.duplicates_removed == len(tiny) and len(implicit.train_user) == len(tiny) - tiny.num_users
+    explicit = build_explicit(doubled, 0.2, torch.Generator().manual_seed(0))
+    assert explicit.test_user is not None and explicit.test_item is not None
+    assert not _pairs(explicit.test_user, explicit.test_item) & _pairs(explicit.train_user, explicit.train_item)
+    assert explicit.duplicates_removed == len(tiny)
+
+
+def test_a_doubled_file_splits_exactly_like_the_original(tmp_path: Path) -> None:
+    """Read through the one MovieLens reader, a file with every row twice gives the original split and says how many
+    rows it dropped."""
+    rows = [f"{u},{10 + (u * 7 + k) % 30},{1 + (u + k) % 5}.0,{100 * u + k}" for u in range(1, 9) for k in range(5)]
+    once, twice = tmp_path / "once.csv", tmp_path / "twice.csv"
+    once.write_text("userId,movieId,rating,timestamp\n" + "\n".join(rows) + "\n")
+    twice.write_text("userId,movieId,rating,timestamp\n" + "\n".join(rows + rows) + "\n")
+    a, b = parse_ratings(once), parse_ratings(twice)
+    assert (a.duplicates_removed, b.duplicates_removed) == (0, len(rows))
+    split_a = build_implicit(a, 20, torch.Generator().manual_seed(3))
+    split_b = build_implicit(b, 20, torch.Generator().manual_seed(3))
+    assert split_a.eval_items is not None and split_b.eval_items is not None
+    assert torch.equal(split_a.eval_items, split_b.eval_items)
+    assert torch.equal(split_a.train_item, split_b.train_item) and torch.equal(split_a.user_ptr, split_b.user_ptr)
+    assert split_b.duplicates_removed == len(rows)

@@ -15,9 +15,11 @@ from fedge.core.streams import Streams
 from fedge.errors import DataError
 from fedge.output import read_jsonl
 from fedge.recsys.algorithms import ALGORITHMS
+from fedge.recsys.algorithms.base import Context
 from fedge.recsys.config import RecsysConfig
 from fedge.recsys.draws import Draws
-from fedge.recsys.runner import run, select_clients
+from fedge.recsys.runner import evaluate, prepare, run, select_clients
+from fedge.runfolder import Diverged
 
 
 @pytest.mark.parametrize("algorithm", sorted(ALGORITHMS))
@@ -171,3 +173,15 @@ def test_eval_refit_leaves_the_training_trajectory_alone(tiny, tiny_config, tmp_
     assert losses[0] == losses[1] and plain["mb_up"] == refit["mb_up"]
     emb = [torch.load(p / "item_embeddings.pt")["item_embeddings"] for p in (tmp_path / "a/run", tmp_path / "b/run")]
     assert torch.equal(emb[0], emb[1])
+
+
+def test_nan_scores_never_rank_the_positive_first(tiny, tiny_config, tmp_path) -> None:
+    """Issue 18: NaN compares false, so a model scoring NaN ranked every positive first (HR@10 = 1.0)."""
+    cfg = tiny_config(tmp_path)
+    _, data = prepare(cfg, tiny)
+    algo = ALGORITHMS.create("fedmf", Context(cfg, data))
+    state = algo.init_state(torch.Generator().manual_seed(0))
+    assert 0 <= evaluate(algo, state, data, Draws(Streams(0), "eval"))["hr@10"] <= 1
+    state.shared["item"][3] = float("nan")
+    with pytest.raises(Diverged, match="round 7: the model's scores include nan — the model diverged; lower x"):
+        evaluate(algo, state, data, Draws(Streams(0), "eval"), "round 7", "lower x")

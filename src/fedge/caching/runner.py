@@ -4,12 +4,16 @@ Heuristic policies run in the plain-Python simulator; learned policies train onl
 each with its own ledger and transport (`runtime.transport`), so a federated policy's summary carries the bytes its
 model exchanges moved. `run_cache` is what the command calls and what tests call; with `out` it writes the run folder
 through `fedge.runfolder.RunFolder`: metrics.jsonl (one record per policy and episode), summary.json and config.yaml
-(with the resolved config and the environment), plus cost_per_episode.png and hit_ratios.png.
+(with the resolved config and the environment), plus cost_per_episode.png and hit_ratios.png. The folder is
+written as every command's is (`fedge.runfolder.staging`): problems with `out` are found before the trace is
+loaded, and a rerun into a folder that holds a run replaces it only once finished. An episode metric that is not a
+finite number stops the run with `fedge.runfolder.Diverged` (FAILED in the folder).
 """
 
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +29,9 @@ from fedge.caching.train import train_agents
 from fedge.config import check, to_dict
 from fedge.messaging.ledger import Ledger
 from fedge.messaging.transport import make_transport
-from fedge.output import progress_bar
-from fedge.runfolder import RunFolder, RunResult, complete
+from fedge.output import non_finite, progress_bar
+from fedge.runfolder import Diverged, RunFolder, RunResult, complete
+from fedge.runfolder.staging import attempt
 
 NO_SOFT = " (no soft hits)"
 
@@ -38,11 +43,28 @@ def check_policies(cfg: CacheConfig) -> None:
         check(name in choices, f"policies: unknown policy {name!r} (choose from {', '.join(choices)})")
 
 
+def _checked(label: str, episode: int, metrics: dict[str, Any]) -> None:
+    """`Diverged` if an episode's metric is not a finite number."""
+    where = non_finite(metrics)
+    if where is not None:
+        hint = "check the cost settings" if label.split(" ")[0] in HEURISTICS else "lower agent.lr"
+        raise Diverged(f"{label}, episode {episode + 1}: {where} is {metrics.get(where, 'not finite')} — the run "
+                       f"diverged; {hint}")
+
+
 def run_cache(cfg: CacheConfig, out: Path | None = None, progress: bool = False,
               show: bool = True) -> RunResult:
     """Simulate/train every configured policy (and its no-soft-hit twin with `soft_ablation`). With `out`, write the
     run folder; with `show`, print the summary table. Returns the summary and the per-episode history."""
     check_policies(cfg)
+    with attempt(out, "--out") if out is not None else nullcontext() as place:
+        result, runs, title = _run(cfg, place.path if place is not None else None, progress)
+    if show:
+        print_summary(runs, title)
+    return result
+
+
+def _run(cfg: CacheConfig, out: Path | None, progress: bool) -> tuple[RunResult, dict[str, Any], str]:
     net, tr = cfg.network, cfg.trace
     trace = build_trace(tr, net.edges, cfg.seed)
     capacity = net.capacity_items(trace.num_items)
@@ -64,6 +86,7 @@ def run_cache(cfg: CacheConfig, out: Path | None = None, progress: bool = False,
                     label = policy if soft or len(settings) == 1 else f"{policy}{NO_SOFT}"
 
                     def log(episode: int, metrics: dict[str, Any], label: str = label, soft: bool = soft) -> None:
+                        _checked(label, episode, metrics)
                         record = {"policy": label, "soft_hits": soft, **metrics}
                         history.append(record)
                         if folder is not None:
@@ -84,6 +107,10 @@ def run_cache(cfg: CacheConfig, out: Path | None = None, progress: bool = False,
                     runs[label] = summarise_run(episodes)
                     runs[label]["seconds"] = time.perf_counter() - start
                     speeds[label] = len(trace) / runs[label]["seconds"]
+    except Diverged as err:
+        if folder is not None:
+            folder.fail(str(err))
+        raise
     finally:
         if folder is not None:
             folder.close()
@@ -92,7 +119,8 @@ def run_cache(cfg: CacheConfig, out: Path | None = None, progress: bool = False,
     summary: dict[str, Any] = {
         "policies": runs, "learned_vs_heuristics": compare_learned(main_runs), "requests_per_second": speeds,
         "capacity_items": capacity, "catalogue_items": trace.num_items, "requests": len(trace),
-        "episodes": n_episodes, "embeddings": emb_source, "transport": cfg.runtime.transport}
+        "episodes": n_episodes, "embeddings": emb_source, "transport": cfg.runtime.transport,
+        "duplicates_removed": trace.duplicates_removed}
     if len(settings) == 2:
         summary["soft_hits_lower_cost"] = {p: runs[p]["cost"] < runs[f"{p}{NO_SOFT}"]["cost"] for p in cfg.policies}
     summary = complete(summary, to_dict(cfg))
@@ -100,9 +128,7 @@ def run_cache(cfg: CacheConfig, out: Path | None = None, progress: bool = False,
         plot_costs(runs, out / "cost_per_episode.png", title)
         plot_hits(runs, out / "hit_ratios.png", title)
         folder.finish(summary)
-    if show:
-        print_summary(runs, title)
-    return RunResult(summary, history)
+    return RunResult(summary, history), runs, title
 
 
 __all__ = ["run_cache"]

@@ -35,45 +35,80 @@ def acceptance_probability(s: np.ndarray | float, cfg: SoftHitConfig) -> np.ndar
     return np.where(s >= cfg.floor, cfg.max_prob * np.clip(g, 0.0, 1.0), 0.0)
 
 
-def _load_matrix(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
-    """(embeddings [n, d], ids [n] or None) from .pt (tensor or dict), .npz or .npy (+ sibling item_ids.npy).
-    The dict layout is what `fedge recsys` exports: {"item_embeddings": [n, d] or [edges, n, d], "item_ids": [n]}."""
-    if not path.is_file():
-        raise DataError(f"item embeddings: file not found: {path}")
-    ids = None
+def _read(path: Path) -> tuple[object, object]:
+    """(embeddings, ids or None) as stored in the file, before any check. Anything that cannot be deserialised —
+    not a tensor file, a pickle with other objects, a truncated archive — is a one-line DataError."""
+    if path.suffix not in (".pt", ".npy", ".npz"):
+        raise DataError(f"item embeddings: {path} must be .pt, .npy or .npz")
     try:
         if path.suffix == ".pt":
             obj = torch.load(path, map_location="cpu", weights_only=True)
             if isinstance(obj, dict):
-                emb = obj.get("item_embeddings", obj.get("embeddings"))
-                ids = obj.get("item_ids")
-            else:
-                emb = obj
-        elif path.suffix == ".npz":
+                return obj.get("item_embeddings", obj.get("embeddings")), obj.get("item_ids")
+            return obj, None
+        if path.suffix == ".npz":
             with np.load(path) as data:
                 key = "item_embeddings" if "item_embeddings" in data else "embeddings"
-                emb = data[key] if key in data else None
-                ids = data["item_ids"] if "item_ids" in data else None
-        elif path.suffix == ".npy":
-            emb = np.load(path)
-            sibling = path.with_name("item_ids.npy")
-            ids = np.load(sibling) if sibling.is_file() else None
-        else:
-            raise DataError(f"item embeddings: {path} must be .pt, .npy or .npz")
-    except (OSError, ValueError, RuntimeError) as err:
-        raise DataError(f"item embeddings: cannot read {path} ({str(err).splitlines()[0]})") from None
-    if emb is None:
+                return (data[key] if key in data else None), (data["item_ids"] if "item_ids" in data else None)
+        sibling = path.with_name("item_ids.npy")
+        return np.load(path), (np.load(sibling) if sibling.is_file() else None)
+    except Exception as err:  # noqa: BLE001 - any failure to deserialise a user's file is a data error
+        first = (str(err).strip().splitlines() or [""])[0].split(". ")[0]  # numpy's hints are not for CLI users
+        detail = f"{type(err).__name__}: {first}" if first else type(err).__name__
+        kind = {".pt": "a torch tensor file", ".npy": "a NumPy .npy array", ".npz": "a NumPy .npz archive"}
+        raise DataError(f"item embeddings: cannot read {path} as {kind[path.suffix]} ({detail})") from None
+
+
+def _as_array(value: object, path: Path, what: str) -> np.ndarray:
+    """`value` (tensor or array) as a NumPy array; anything else (strings, nested objects) is a DataError."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy()
+    if isinstance(value, np.ndarray) and value.dtype != object:
+        return value
+    raise DataError(f"item embeddings: {path} holds {type(value).__name__} as its {what}, expected a tensor/array")
+
+
+def _load_matrix(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """(embeddings [n, d], ids [n] or None) from .pt (tensor or dict), .npz or .npy (+ sibling item_ids.npy).
+    The dict layout is what `fedge recsys` exports: {"item_embeddings": [n, d] or [edges, n, d], "item_ids": [n]}.
+    Every value must be finite (a NaN row would silently never be a soft hit) and ids unique integers."""
+    if not path.is_file():
+        raise DataError(f"item embeddings: file not found: {path}")
+    raw, raw_ids = _read(path)
+    if raw is None:
         raise DataError(f"item embeddings: {path} has no 'item_embeddings' or 'embeddings' entry")
-    emb = np.asarray(emb.detach().numpy() if isinstance(emb, torch.Tensor) else emb, dtype=np.float32)
+    emb = _as_array(raw, path, "embeddings")
+    if emb.dtype.kind not in "biuf":
+        raise DataError(f"item embeddings: {path} holds {emb.dtype} values, expected numbers")
+    emb = emb.astype(np.float32)
     if emb.ndim == 3:  # one table per edge (decentralized recommender runs): use their mean
         emb = emb.mean(axis=0)
-    if emb.ndim != 2:
-        raise DataError(f"item embeddings: {path} must hold a 2-D matrix, got shape {emb.shape}")
-    if ids is not None:
-        ids = np.asarray(ids.numpy() if isinstance(ids, torch.Tensor) else ids).astype(np.int64).reshape(-1)
-        if len(ids) != len(emb):
-            raise DataError(f"item embeddings: {path} has {len(emb)} rows but {len(ids)} item ids")
+    if emb.ndim != 2 or emb.shape[0] == 0 or emb.shape[1] == 0:
+        raise DataError(f"item embeddings: {path} must hold a non-empty 2-D matrix, got shape {emb.shape}")
+    bad = ~np.isfinite(emb)
+    if bad.any():
+        row = int(np.argmax(bad.any(axis=1)))
+        raise DataError(f"item embeddings: {path} has {int(bad.sum())} non-finite values (NaN or inf; first in row "
+                        f"{row}); was the recommender's training diverging?")
+    ids = None if raw_ids is None else _check_ids(_as_array(raw_ids, path, "item_ids"), path, len(emb))
     return emb, ids
+
+
+def _check_ids(ids: np.ndarray, path: Path, rows: int) -> np.ndarray:
+    """Item ids as int64 [rows]: integers (or integral floats), one per row, no repeats."""
+    ids = ids.reshape(-1)
+    if ids.dtype.kind == "f" and not (np.isfinite(ids).all() and (ids == np.round(ids)).all()):
+        raise DataError(f"item embeddings: {path} has item ids that are not integers")
+    if ids.dtype.kind not in "biuf" or (len(ids) and (ids.min() < np.iinfo(np.int64).min
+                                                          or ids.max() > np.iinfo(np.int64).max)):
+        raise DataError(f"item embeddings: {path} has item ids of type {ids.dtype} that do not fit in 64 bits")
+    ids = ids.astype(np.int64)
+    if len(ids) != rows:
+        raise DataError(f"item embeddings: {path} has {rows} rows but {len(ids)} item ids")
+    unique, counts = np.unique(ids, return_counts=True)
+    if (counts > 1).any():
+        raise DataError(f"item embeddings: {path} lists item id {int(unique[np.argmax(counts > 1)])} more than once")
+    return ids
 
 
 def file_embeddings(path: Path, trace: Trace) -> np.ndarray:

@@ -9,7 +9,6 @@ catalogue by its own permutation (the global one with a fraction of ranks swappe
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +16,8 @@ import numpy as np
 
 from fedge.caching.config import TraceConfig
 from fedge.caching.rng import numpy_stream
+from fedge.data.movielens import Ratings, parse_ratings
+from fedge.data.movielens import read_genres as read_movie_genres
 from fedge.errors import DataError
 
 
@@ -28,6 +29,7 @@ class Trace:
     num_items: int
     item_ids: np.ndarray  # int64 [num_items] original ids (movieId for MovieLens)
     name: str
+    duplicates_removed: int = 0  # MovieLens rows dropped because their (user, movie) pair was rated again
 
     def __len__(self) -> int:
         return len(self.items)
@@ -43,43 +45,15 @@ def _require(data_dir: Path | None, names: list[str]) -> Path:
     return data_dir
 
 
-def read_ratings(data_dir: Path | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(user_ids, movie_ids, timestamps) from ratings.csv, in file order; a malformed line is a DataError."""
-    path = _require(data_dir, ["ratings.csv"]) / "ratings.csv"
-    users, movies, stamps = [], [], []
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.reader(handle)
-        header = next(reader, None)
-        if header is None or [h.strip() for h in header[:4]] != ["userId", "movieId", "rating", "timestamp"]:
-            raise DataError(f"{path}: expected header userId,movieId,rating,timestamp")
-        for line_no, row in enumerate(reader, start=2):
-            try:
-                users.append(int(row[0]))
-                movies.append(int(row[1]))
-                stamps.append(int(row[3]))
-            except (ValueError, IndexError):
-                raise DataError(f"{path}:{line_no}: malformed rating row {row!r}") from None
-    if not users:
-        raise DataError(f"{path}: no ratings")
-    return np.array(users, dtype=np.int64), np.array(movies, dtype=np.int64), np.array(stamps, dtype=np.int64)
+def read_ratings(data_dir: Path | None) -> Ratings:
+    """ml-latest-small's ratings.csv through the MovieLens reader `fedge recsys` uses (`fedge.data.movielens`): the
+    same header, id, scale and duplicate rules, the same one-line errors."""
+    return parse_ratings(_require(data_dir, ["ratings.csv"]) / "ratings.csv", "ml-latest-small")
 
 
 def read_genres(data_dir: Path | None) -> dict[int, list[str]]:
-    """movieId -> list of genres from movies.csv ('(no genres listed)' gives an empty list)."""
-    path = _require(data_dir, ["movies.csv"]) / "movies.csv"
-    genres: dict[int, list[str]] = {}
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.reader(handle)
-        header = next(reader, None)
-        if header is None or [h.strip() for h in header[:3]] != ["movieId", "title", "genres"]:
-            raise DataError(f"{path}: expected header movieId,title,genres")
-        for line_no, row in enumerate(reader, start=2):
-            try:
-                tags = row[2].split("|")
-                genres[int(row[0])] = [g for g in tags if g and g != "(no genres listed)"]
-            except (ValueError, IndexError):
-                raise DataError(f"{path}:{line_no}: malformed movie row {row!r}") from None
-    return genres
+    """movieId -> list of genres from movies.csv ('(no genres listed)' gives an empty list), via the same reader."""
+    return read_movie_genres(_require(data_dir, ["movies.csv"]) / "movies.csv")
 
 
 def assign_edges(users: np.ndarray, edges: int, seed: int) -> np.ndarray:
@@ -92,14 +66,15 @@ def assign_edges(users: np.ndarray, edges: int, seed: int) -> np.ndarray:
 
 
 def movielens_trace(cfg: TraceConfig, edges: int, seed: int) -> Trace:
-    """Ratings sorted by timestamp (stable, so ties keep file order), truncated to episodes × requests_per_episode."""
-    users, movies, stamps = read_ratings(cfg.data_dir)
-    order = np.argsort(stamps, kind="stable")
-    users, movies = users[order], movies[order]
-    item_ids, items = np.unique(movies, return_inverse=True)
+    """Ratings sorted by timestamp (stable, so ties keep file order), truncated to episodes × requests_per_episode.
+    A (user, movie) pair rated twice is one request (the latest); `Trace.duplicates_removed` counts the others."""
+    ratings = read_ratings(cfg.data_dir)
+    order = np.argsort(ratings.timestamp.numpy(), kind="stable")
+    users = ratings.user_ids[ratings.user.numpy()[order]].astype(np.int64)
+    items = ratings.item.numpy()[order].astype(np.int64)
     n = min(len(items), cfg.episodes * cfg.requests_per_episode)
-    return Trace(items[:n].astype(np.int64), assign_edges(users, edges, seed)[:n], users[:n], len(item_ids),
-                 item_ids.astype(np.int64), "movielens")
+    return Trace(items[:n], assign_edges(users, edges, seed)[:n], users[:n], ratings.num_items,
+                 ratings.item_ids.astype(np.int64), "movielens", ratings.duplicates_removed)
 
 
 def synthetic_trace(cfg: TraceConfig, edges: int, seed: int) -> Trace:

@@ -4,7 +4,8 @@ Heuristics (lru, lfu, fifo, random, static, belady, sim-lfu) run in a fast simul
 their federated variants fed-sac, fed-dqn) learn online in the multi-edge environment; federated agents exchange
 their models through a transport (`--transport direct|loopback`) whose ledger counts every byte. Writes
 metrics.jsonl (one record per policy and episode), summary.json, config.yaml, cost_per_episode.png and
-hit_ratios.png to the run folder (`fedge.caching.runner.run_cache`).
+hit_ratios.png to the run folder (`fedge.caching.runner.run_cache`); a rerun into a folder that holds a run replaces
+it only once it has finished (`fedge.runfolder.staging`).
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """Federated recommendation on MovieLens: fedmf, fedncf, fedmeta, decentralized (dfedmf, dfedncf) and the
 centralized references (central-mf, central-neumf), under the implicit (HR@10, NDCG@10) or explicit (RMSE)
 protocol. Every exchange crosses a transport (`--set runtime.transport=loopback` encodes each message to bytes).
-Writes metrics.jsonl, summary.json, config.yaml, item_embeddings.pt and topk.json to the output folder."""
+Writes metrics.jsonl, summary.json, config.yaml, item_embeddings.pt and topk.json to the output folder; a rerun into a
+folder that holds a run replaces it only once it has finished (`fedge.runfolder.staging`). `--checkpoint-every K` and
+`--resume DIR` checkpoint and continue a run as `fedge run` does."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from fedge.config import apply_overrides, build, load_yaml
+from fedge.config import ConfigError, apply_overrides, build, load_yaml
 from fedge.output import console, print_table
 
 
@@ -27,6 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override any config key, e.g. --set train.lr=0.005 (repeatable)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--checkpoint-every", type=int, metavar="K",
+                        help="write OUT/checkpoint.pt every K rounds (and after the last)")
+    parser.add_argument("--resume", type=Path, metavar="DIR",
+                        help="continue the run in DIR from its checkpoint (with no config flags: the config stored "
+                             "in it; with flags: they must give the same config)")
 
 
 def resolve(args: argparse.Namespace) -> Any:
@@ -51,11 +58,44 @@ def resolve(args: argparse.Namespace) -> Any:
     return cfg
 
 
+def _has_config_flags(args: argparse.Namespace) -> bool:
+    return bool(args.config or args.set or args.download) or any(
+        getattr(args, flag) is not None for flag in ("dataset", "data_dir", "algorithm", "protocol", "rounds",
+                                                     "upload", "seed"))
+
+
+def resume_config(args: argparse.Namespace) -> Any:
+    """The config for `--resume DIR`: the flags' (the checkpoint must match it) or, with none, the checkpoint's."""
+    from fedge.recsys import checkpoint
+    from fedge.recsys.config import RecsysConfig
+
+    folder = args.resume
+    if not folder.is_dir():
+        raise ConfigError(f"--resume: {folder} is not a folder")
+    if args.out is not None and args.out != folder:
+        raise ConfigError(f"--resume {folder} and --out {args.out} disagree; give one of them")
+    if _has_config_flags(args):
+        args.out = folder
+        return resolve(args)
+    path = folder / checkpoint.FILENAME
+    if not path.exists():
+        raise ConfigError(f"--resume: no checkpoint in {folder} (was it run with --checkpoint-every?)")
+    mapping = checkpoint.load(path).config
+    mapping.update(out_dir=str(folder), progress=not args.no_progress)
+    return build(RecsysConfig, mapping)
+
+
 def main(args: argparse.Namespace) -> int:
     from fedge.recsys.runner import run
 
-    cfg = resolve(args)
-    summary = run(cfg).summary
+    cfg = resume_config(args) if args.resume else resolve(args)
+    every = args.checkpoint_every
+    if every is None and args.resume:
+        from fedge.recsys import checkpoint
+
+        path = args.resume / checkpoint.FILENAME
+        every = checkpoint.load(path).checkpoint_every if path.exists() else 0
+    summary = run(cfg, checkpoint_every=every or 0, resume=bool(args.resume)).summary
     quality = [summary.get("hr@10", "-"), summary.get("ndcg@10", "-"), summary.get("rmse", "-")]
     print_table(f"fedge recsys: {cfg.algorithm} on {cfg.data.dataset} ({summary['protocol']})",
                 ["algorithm", "HR@10", "NDCG@10", "RMSE", "MB up", "MB down", "MB peer", "s/round"],

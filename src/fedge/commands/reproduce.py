@@ -5,6 +5,7 @@ paper's claims held. Rerunning with the same --out reuses every finished cell.""
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import shlex
@@ -110,21 +111,21 @@ def main(args: argparse.Namespace) -> int:
     from fedge.reproduce.report import TABLE_COLUMNS, RunInfo, main_table, write_report
     from fedge.reproduce.results import auto_target, load_records, select, write_csv
     from fedge.reproduce.verdicts import Rules, all_verdicts
+    from fedge.runfolder.staging import check_output
 
     started = time.perf_counter()
     spec = _spec(args)
     workers = args.workers if args.workers is not None else default_workers()
     if workers < 1:
         raise ConfigError(f"--workers: must be >= 1, got {workers}")
-    if args.balance_weight < 0:
-        raise ConfigError(f"--balance-weight: must be >= 0, got {args.balance_weight}")
+    if not math.isfinite(args.balance_weight) or args.balance_weight < 0:
+        raise ConfigError(f"--balance-weight: must be a finite number >= 0, got {args.balance_weight}")
     target = None if args.target is None else (args.target / 100 if args.target > 1 else args.target)
     if target is not None and not 0 < target <= 1:
         raise ConfigError(f"--target: {args.target} is not an accuracy in (0, 1] or (0, 100]")
     base, cells = build_cells(spec)
     out = Path(args.out or f"runs/reproduce-{spec.dataset}{'-quick' if spec.quick else ''}")
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out: {out} exists and is not a folder")
+    check_output(out, "--out")  # a file in the way or an unwritable folder: one line, before any cell runs
     cache = CellCache(out / "cells")
     console.print(f"[bold]fedge reproduce[/]: {len(cells)} cells on {spec.dataset} ({base.data.devices} devices, "
                   f"{base.rounds} rounds, {spec.num_seeds} seed(s)), {workers} worker(s) → {out}")

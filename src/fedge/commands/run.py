@@ -1,5 +1,9 @@
 """Train decentralized personalized FL: DPMN and its baselines. With no arguments: DPMN against DFL on the offline
-digits default (20 devices, 2 label shards each), printing personalized accuracy and MB transferred."""
+digits default (20 devices, 2 label shards each), printing personalized accuracy and MB transferred.
+
+Writes OUT/<algorithm>/ (metrics.jsonl, neighbours.jsonl, summary.json, config.yaml, checkpoint.pt) and
+OUT/comparison.json last. A rerun into a folder that holds a run replaces it only once it has finished
+(`fedge.runfolder.staging`); a model that diverges stops the run with a one-line error and FAILED in the folder."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from typing import Any
 from fedge.config import ConfigError, apply_overrides, build, load_yaml, set_path
 from fedge.experiment import ExperimentConfig
 from fedge.output import atomic_write_json, console, print_table, progress_bar
+from fedge.runfolder import FAILED, SUMMARY, RunResult
 
 FLAG_KEYS = {
     "dataset": "data.dataset",
@@ -41,7 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write OUT/<algorithm>/checkpoint.pt every K rounds (and after the last)")
     parser.add_argument("--resume", metavar="DIR",
                         help="continue the run in DIR from its checkpoints (with no config flags: the config "
-                             "stored in them; with flags: they must give the same config)")
+                             "stored in them; with flags: they must give the same config); refused when DIR's "
+                             "newest results do not come from its checkpoints")
 
 
 def resolve_config(args: argparse.Namespace) -> ExperimentConfig:
@@ -63,7 +69,9 @@ def _has_config_flags(args: argparse.Namespace) -> bool:
 
 
 def resume_config(args: argparse.Namespace) -> tuple[ExperimentConfig, int]:
-    """The config and checkpoint interval for `--resume DIR`, every checkpoint in DIR verified before anything runs."""
+    """The config and checkpoint interval for `--resume DIR`, every checkpoint in DIR verified before anything runs:
+    its file, its config, and that the folder's newest results are its own (a later run's summary is never
+    overwritten with an older checkpoint)."""
     from fedge.runtimes import checkpoint
 
     folder = Path(args.resume)
@@ -72,53 +80,33 @@ def resume_config(args: argparse.Namespace) -> tuple[ExperimentConfig, int]:
     if args.out is not None and Path(args.out) != folder:
         raise ConfigError(f"--resume {folder} and --out {args.out} disagree; give one of them")
     found = sorted(folder.glob(f"*/{checkpoint.FILENAME}"))
+    if not found:
+        raise ConfigError(f"--resume: no checkpoint in {folder} (was it run with --checkpoint-every?)")
     if _has_config_flags(args):
         config = resolve_config(args)
-    elif found:
-        raw = checkpoint.load(found[0]).config
-        config = build(ExperimentConfig, raw)
     else:
-        raise ConfigError(f"--resume: no checkpoint in {folder} (was it run with --checkpoint-every?)")
+        config = build(ExperimentConfig, checkpoint.load(found[0]).config)
     config.out = str(folder)
     every = 0
     for name in config.algorithms:
-        path = folder / name / checkpoint.FILENAME
+        sub = folder / name
+        path = sub / checkpoint.FILENAME
         if path.exists():
-            every = max(every, checkpoint.load(path, config, name).checkpoint_every)
+            saved = checkpoint.load(path, config, name)
+            checkpoint.verify(sub, saved)
+            every = max(every, saved.checkpoint_every)
+        elif (sub / SUMMARY).exists() or (sub / FAILED).exists():
+            raise ConfigError(f"--resume: {sub} holds a finished run without a checkpoint; resuming would start "
+                              f"{name} over it; rerun without --resume (with a new --out)")
     return config, args.checkpoint_every if args.checkpoint_every is not None else every
 
 
-def main(args: argparse.Namespace) -> int:
-    from fedge.algorithms import ALGORITHMS
-    from fedge.runtimes.setup import prepare
-    from fedge.runtimes.simulator import simulate
+def _percent(value: object) -> str:
+    return f"{100 * value:.2f}" if isinstance(value, float) else "-"
 
-    if args.checkpoint_every is not None and args.checkpoint_every < 0:
-        raise ConfigError(f"--checkpoint-every: must be >= 0, got {args.checkpoint_every}")
-    if args.resume:
-        config, checkpoint_every = resume_config(args)
-    else:
-        config, checkpoint_every = resolve_config(args), args.checkpoint_every or 0
-    ALGORITHMS.check(config.algorithms, "algorithms")
-    out = Path(config.out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"out: {out} exists and is not a folder")
-    setup = prepare(config)
-    console.print(f"[bold]fedge run[/]: {', '.join(config.algorithms)} on {config.data.dataset} "
-                  f"({config.data.devices} devices, {config.data.partition}, {config.rounds} rounds, "
-                  f"model {config.train.model} with {setup.model.dim:,} parameters) → {out}")
-    results = []
-    with progress_bar("rounds", total=config.rounds * len(config.algorithms), enabled=not args.no_progress) as adv:
-        for name in config.algorithms:
-            def on_round(metrics: dict[str, Any], name: str = name) -> None:
-                acc = metrics.get("accuracy_mean")
-                adv(status=f"{name} acc={acc:.3f}" if isinstance(acc, float) else name)
 
-            result = simulate(config, name, out / name, setup=setup, on_round=on_round,
-                              checkpoint_every=checkpoint_every, resume=bool(args.resume))
-            results.append(result.summary)
-    atomic_write_json(out / "comparison.json", {"results": [{k: v for k, v in r.items() if k != "config"}
-                                                            for r in results]})
+def print_results(config: ExperimentConfig, results: list[dict[str, Any]]) -> None:
+    """The comparison table: accuracy, traffic and (when simulated) time of every algorithm."""
     reference = next((r for r in results if r["algorithm"] == "dfl"), None)
     tiers = any(r.get("bytes_backhaul_total") or r.get("bytes_edge_total") for r in results)
     timed = config.latency.enabled
@@ -127,7 +115,7 @@ def main(args: argparse.Namespace) -> int:
         mb = r["bytes_total"] / 1e6
         saving = ("" if reference is None or reference["bytes_total"] == 0
                   else f"{100 * (1 - r['bytes_total'] / reference['bytes_total']):.1f}%")
-        rows.append([r["algorithm"], f"{100 * r['accuracy_mean']:.2f}", f"{100 * r['accuracy_p10']:.2f}",
+        rows.append([r["algorithm"], _percent(r["accuracy_mean"]), _percent(r["accuracy_p10"]),
                      f"{mb:.2f}", saving, f"{r['neighbours_mean']:.2f}", f"{r['density_mean']:.3f}",
                      f"{r['seconds']:.1f}"])
         if tiers:
@@ -142,4 +130,40 @@ def main(args: argparse.Namespace) -> int:
         columns.insert(-1, "simulated s")
     print_table(f"Personalized accuracy after {config.rounds} rounds ({config.data.dataset}, "
                 f"{config.data.devices} devices, {config.data.partition})", columns, rows)
+
+
+def main(args: argparse.Namespace) -> int:
+    from fedge.algorithms import ALGORITHMS
+    from fedge.runfolder.staging import attempt
+    from fedge.runtimes.setup import prepare
+    from fedge.runtimes.simulator import simulate
+
+    if args.checkpoint_every is not None and args.checkpoint_every < 0:
+        raise ConfigError(f"--checkpoint-every: must be >= 0, got {args.checkpoint_every}")
+    if args.resume:
+        config, checkpoint_every = resume_config(args)
+    else:
+        config, checkpoint_every = resolve_config(args), args.checkpoint_every or 0
+    ALGORITHMS.check(config.algorithms, "algorithms")
+    out = Path(config.out)
+    with attempt(out, "out", resume=bool(args.resume)) as place:  # output problems surface before any data loads
+        for stale in ("comparison.json", FAILED):  # a resumed run is unfinished until it ends
+            (place.path / stale).unlink(missing_ok=True)
+        setup = prepare(config)
+        console.print(f"[bold]fedge run[/]: {', '.join(config.algorithms)} on {config.data.dataset} "
+                      f"({config.data.devices} devices, {config.data.partition}, {config.rounds} rounds, "
+                      f"model {config.train.model} with {setup.model.dim:,} parameters) → {out}")
+        results: list[RunResult] = []
+        with progress_bar("rounds", total=config.rounds * len(config.algorithms),
+                          enabled=not args.no_progress) as adv:
+            for name in config.algorithms:
+                def on_round(metrics: dict[str, Any], name: str = name) -> None:
+                    acc = metrics.get("accuracy_mean")
+                    adv(status=f"{name} acc={acc:.3f}" if isinstance(acc, float) else name)
+
+                results.append(simulate(config, name, place.path / name, setup=setup, on_round=on_round,
+                                        checkpoint_every=checkpoint_every, resume=bool(args.resume)))
+        atomic_write_json(place.path / "comparison.json", {
+            "results": [{k: v for k, v in r.summary.items() if k != "config"} for r in results]})
+    print_results(config, [r.summary for r in results])
     return 0

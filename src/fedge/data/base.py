@@ -27,8 +27,14 @@ class ArrayDataset:
     num_classes: int
 
     def __post_init__(self) -> None:
+        """Every loader's output meets the same contract, so a mismatch is a one-line error here rather than a shape
+        error deep inside a model."""
         if len(self.x_train) != len(self.y_train) or len(self.x_test) != len(self.y_test):
-            raise ValueError(f"{self.name}: features and labels differ in length")
+            raise DataError(f"{self.name}: features and labels differ in length (train {len(self.x_train)} vs "
+                            f"{len(self.y_train)}, test {len(self.x_test)} vs {len(self.y_test)})")
+        if tuple(self.x_train.shape[1:]) != tuple(self.x_test.shape[1:]):
+            raise DataError(f"{self.name}: training samples have shape {list(self.x_train.shape[1:])} but test samples "
+                            f"{list(self.x_test.shape[1:])}; both splits must have the same shape")
 
     @property
     def input_shape(self) -> tuple[int, ...]:

@@ -10,6 +10,7 @@ reshape.
 from __future__ import annotations
 
 import gzip
+import math
 from pathlib import Path
 
 import numpy as np
@@ -57,8 +58,10 @@ def read_idx(path: str | Path) -> torch.Tensor:
     if ndim == 0 or len(data) < header:
         raise DataError(f"{path}: truncated IDX header")
     shape = tuple(int(d) for d in np.frombuffer(data, dtype=">i4", count=ndim, offset=4))
+    if min(shape) < 0:
+        raise DataError(f"{path}: IDX header has a negative dimension {shape}")
     dtype = _TYPES[code]
-    expected = int(np.prod(shape)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize  # exact: np.prod would wrap around for absurd headers
     if len(data) - header != expected:
         raise DataError(f"{path}: IDX header says shape {shape} ({expected} bytes) but the file holds "
                         f"{len(data) - header} bytes of data")

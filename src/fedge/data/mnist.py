@@ -113,6 +113,8 @@ def _check_pair(images: torch.Tensor, labels: torch.Tensor, image_path: Path, la
     if labels.dim() != 1 or len(labels) != len(images):
         shape = len(labels) if labels.dim() == 1 else f"shape {tuple(labels.shape)}"
         raise DataError(f"{spec.name}: {label_path} holds {shape} labels for {len(images)} images in {image_path.name}")
+    if len(images) == 0 or images.shape[1] == 0 or images.shape[2] == 0:
+        raise DataError(f"{spec.name}: {image_path} holds no images (shape {tuple(images.shape)})")
     if count is not None and len(images) != count:
         raise DataError(f"{spec.name}: {image_path} holds {len(images)} images, the canonical file has {count}")
     y = labels.to(torch.int64) - spec.label_offset
@@ -144,6 +146,10 @@ def _load(spec: _IdxSpec, data_dir: Path | None, download: bool, checksums: Mapp
     x_train, x_test = read_idx(tr_img), read_idx(te_img)
     y_train = _check_pair(x_train, read_idx(tr_lab), tr_img, tr_lab, spec, spec.counts[0] if canonical else None)
     y_test = _check_pair(x_test, read_idx(te_lab), te_img, te_lab, spec, spec.counts[1] if canonical else None)
+    if x_train.shape[1:] != x_test.shape[1:]:
+        (rows, cols), (test_rows, test_cols) = x_train.shape[1:], x_test.shape[1:]
+        raise DataError(f"{spec.name}: {tr_img} holds {rows}x{cols} images but {te_img} holds {test_rows}x{test_cols}; "
+                        "training and test images must be the same size")
     if spec.transpose:
         x_train, x_test = x_train.transpose(1, 2).contiguous(), x_test.transpose(1, 2).contiguous()
     x_train, x_test = standardise(x_train.unsqueeze(1), x_test.unsqueeze(1))

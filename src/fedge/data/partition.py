@@ -2,7 +2,8 @@
 
 * `iid`            : a random equal split.
 * `dirichlet:α`    : label skew; each class is split over devices in proportions drawn from Dirichlet(α)
-                     (Hsu et al. 2019). Small α → few classes per device.
+                     (Hsu et al. 2019), any finite α > 0. Small α → few classes per device; as α → 0 each class
+                     goes to one device, so α below about 0.01 needs at least as many classes as devices.
 * `shards:c`       : pathological non-IID of McMahan et al. 2017: samples sorted by label, cut into N·c shards,
                      each device gets c shards (so about c classes).
 
@@ -12,6 +13,7 @@ label histogram p_i, it gets round(p_i(c) · n_test) test samples of class c dra
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -26,6 +28,7 @@ class PartitionSpec:
 
     @staticmethod
     def parse(text: str) -> PartitionSpec:
+        """`iid`, `dirichlet:α` (finite α > 0) or `shards:c` (whole c >= 1); anything else is a ConfigError."""
         kind, _, raw = text.partition(":")
         if kind == "iid" and not raw:
             return PartitionSpec("iid")
@@ -34,6 +37,8 @@ class PartitionSpec:
                 value = float(raw)
             except ValueError:
                 raise ConfigError(f"partition: {text!r} needs a number after ':'") from None
+            if not math.isfinite(value):  # Dirichlet(nan) or Dirichlet(inf) would never finish sampling
+                raise ConfigError(f"partition: {text!r} needs a finite number after ':'")
             if value <= 0 or (kind == "shards" and not value.is_integer()):
                 raise ConfigError(f"partition: {text!r} needs a positive {'integer' if kind == 'shards' else 'number'}")
             return PartitionSpec(kind, value)
@@ -51,7 +56,11 @@ def partition(labels: torch.Tensor, num_devices: int, spec: PartitionSpec, gener
         perm = torch.randperm(n, generator=generator)
         parts = list(torch.tensor_split(perm, num_devices))
     elif spec.kind == "shards":
-        parts = _shards(labels, num_devices, int(spec.value), generator)
+        per_device = int(spec.value)
+        if n // (num_devices * per_device) * per_device < min_samples:  # the smallest device's share
+            raise ConfigError(f"partition: shards:{spec.value:g} over {num_devices} devices leaves a device with "
+                              f"fewer than {min_samples} of the dataset's {n} samples; use fewer shards or devices")
+        parts = _shards(labels, num_devices, per_device, generator)
     else:
         parts = _dirichlet(labels, num_devices, spec.value, generator, min_samples)
     return [p.sort().values for p in parts]
@@ -69,36 +78,49 @@ def _shards(labels: torch.Tensor, num_devices: int, per_device: int, generator: 
 def _dirichlet(labels: torch.Tensor, num_devices: int, alpha: float, generator: torch.Generator,
                min_samples: int) -> list[torch.Tensor]:
     classes = torch.unique(labels)
-    concentration = torch.full((num_devices,), float(alpha))
     for _ in range(100):
         parts: list[list[torch.Tensor]] = [[] for _ in range(num_devices)]
         for c in classes:
             idx = torch.nonzero(labels == c).flatten()
             idx = idx[torch.randperm(len(idx), generator=generator)]
-            proportions = _sample_dirichlet(concentration, generator)
+            proportions = _sample_dirichlet(float(alpha), num_devices, generator)
             cuts = (torch.cumsum(proportions, 0)[:-1] * len(idx)).round().long()
             for device, chunk in enumerate(torch.tensor_split(idx, cuts)):
                 parts[device].append(chunk)
         out = [torch.cat(p) for p in parts]
         if min(len(p) for p in out) >= min_samples:
             return out
-    raise ConfigError(f"partition: dirichlet:{alpha} left a device with fewer than {min_samples} samples "
-                      "after 100 draws; use a larger alpha or fewer devices")
+    raise ConfigError(f"partition: dirichlet:{alpha:g} left a device with fewer than {min_samples} samples "
+                      f"after 100 draws ({len(classes)} classes over {num_devices} devices); use a larger alpha or "
+                      "fewer devices")
 
 
-def _sample_dirichlet(concentration: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Dirichlet sample through normalised Gamma draws, using only the explicit generator.
+def _sample_dirichlet(alpha: float, parts: int, generator: torch.Generator) -> torch.Tensor:
+    """A symmetric Dirichlet(α) sample over `parts` parts (float64), through normalised Gamma draws in log space,
+    using only the explicit generator.
 
-    Gamma(α) for α < 1 via Gamma(α + 1)·U^(1/α) (Marsaglia & Tsang 2000), Gamma(α ≥ 1) by Marsaglia-Tsang squeeze.
+    Gamma(α ≥ 1) by the Marsaglia-Tsang squeeze; Gamma(α < 1) as Gamma(α + 1)·U^(1/α) (Marsaglia & Tsang 2000),
+    whose U^(1/α) underflows to 0 for small α (α = 0.001 and U < 0.5 already), leaving 0/0. Its logarithm
+    log Gamma(α + 1) + log(U)/α is kept multiplied by α, which is finite for any α > 0; the largest is subtracted
+    before dividing by α, so the softmax sees values <= 0 with one 0 (as α → 0 the sample tends to a vertex of the
+    simplex, as the distribution does).
     """
-    draws = torch.stack([_gamma(float(a), generator) for a in concentration])
-    return draws / draws.sum()
+    if alpha >= 1.0:
+        log_draws = torch.stack([torch.log(_gamma(alpha, generator)) for _ in range(parts)])
+    else:
+        scaled = torch.stack([_scaled_log_gamma_below_one(alpha, generator) for _ in range(parts)])
+        log_draws = (scaled - scaled.max()) / alpha
+    return torch.softmax(log_draws, 0)
+
+
+def _scaled_log_gamma_below_one(alpha: float, generator: torch.Generator) -> torch.Tensor:
+    """α·log of a Gamma(α < 1) draw: α·log Gamma(α + 1) + log U, finite however small α is."""
+    u = torch.rand((), generator=generator, dtype=torch.float64).clamp_min(torch.finfo(torch.float64).tiny)
+    return alpha * torch.log(_gamma(alpha + 1.0, generator)) + torch.log(u)
 
 
 def _gamma(alpha: float, generator: torch.Generator) -> torch.Tensor:
-    if alpha < 1.0:
-        u = torch.rand((), generator=generator, dtype=torch.float64)
-        return _gamma(alpha + 1.0, generator) * u.pow(1.0 / alpha)
+    """A Gamma(α >= 1) draw (float64) by the Marsaglia-Tsang squeeze."""
     d = alpha - 1.0 / 3.0
     c = 1.0 / (9.0 * d) ** 0.5
     while True:

@@ -6,6 +6,10 @@
 * explicit ratings: a seeded per-user random split (`test_fraction` of each user's ratings, at least one) is held
   out; RMSE over all held-out ratings.
 
+Both splits work on one row per (user, item) pair (`fedge.data.movielens.drop_duplicates`: the latest rating):
+with a repeated pair, the copy left in training would reveal the held-out item, and HR@10 would measure memory.
+`RecData.duplicates_removed` says how many rows that dropped (in the reader and here together).
+
 Users are clients: `RecData` keeps each user's training interactions contiguous (CSR by user) so a round can pull
 the rows of any batch of users with one gather.
 """
@@ -17,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from fedge.data.movielens import Ratings
+from fedge.data.movielens import Ratings, drop_duplicates
 from fedge.errors import DataError
 from fedge.recsys.draws import Draws, index_within
 
@@ -39,6 +43,7 @@ class RecData:
     test_item: torch.Tensor | None = None
     test_rating: torch.Tensor | None = None
     rating_offset: float = 0.0  # explicit: midpoint of the rating scale, added to model outputs
+    duplicates_removed: int = 0  # rows dropped because their (user, item) pair was rated again
 
     def user_rows(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(client index into `users`, row index into train_*) for every training interaction of `users`."""
@@ -60,6 +65,7 @@ def _csr(user: torch.Tensor, item: torch.Tensor, target: torch.Tensor, num_users
 
 def build_implicit(ratings: Ratings, eval_negatives: int, generator: torch.Generator) -> RecData:
     """Leave-latest-one-out split with `eval_negatives` sampled never-seen items per user (NCF protocol)."""
+    ratings = drop_duplicates(ratings)
     num_users, num_items = ratings.num_users, ratings.num_items
     counts = torch.bincount(ratings.user, minlength=num_users)
     if int(counts.min()) < 2:
@@ -82,11 +88,13 @@ def build_implicit(ratings: Ratings, eval_negatives: int, generator: torch.Gener
     tr = ~is_test
     u, i, t, ptr = _csr(ratings.user[tr], ratings.item[tr], torch.ones(int(tr.sum())), num_users)
     seen_keys = torch.sort(ratings.user * num_items + ratings.item).values
-    return RecData("implicit", num_users, num_items, u, i, t, ptr, seen_keys, eval_items=eval_items)
+    return RecData("implicit", num_users, num_items, u, i, t, ptr, seen_keys, eval_items=eval_items,
+                   duplicates_removed=ratings.duplicates_removed)
 
 
 def build_explicit(ratings: Ratings, test_fraction: float, generator: torch.Generator) -> RecData:
     """Per-user random hold-out of `test_fraction` of each user's ratings (at least one, never all)."""
+    ratings = drop_duplicates(ratings)
     num_users, num_items = ratings.num_users, ratings.num_items
     counts = torch.bincount(ratings.user, minlength=num_users)
     if int(counts.min()) < 2:
@@ -104,7 +112,8 @@ def build_explicit(ratings: Ratings, test_fraction: float, generator: torch.Gene
     seen_keys = torch.sort(ratings.user * num_items + ratings.item).values
     lo, hi = float(ratings.rating.min()), float(ratings.rating.max())
     return RecData("explicit", num_users, num_items, u, i, t, ptr, seen_keys, test_user=ratings.user[is_test],
-                   test_item=ratings.item[is_test], test_rating=ratings.rating[is_test], rating_offset=(lo + hi) / 2)
+                   test_item=ratings.item[is_test], test_rating=ratings.rating[is_test], rating_offset=(lo + hi) / 2,
+                   duplicates_removed=ratings.duplicates_removed)
 
 
 def sample_negatives(data: RecData, users: torch.Tensor, draws: Draws, index: torch.Tensor | None = None,

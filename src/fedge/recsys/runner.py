@@ -13,6 +13,12 @@ Bytes are the transport ledger's: the lengths of the messages that crossed (15-b
 
 Evaluation is the experimenter's measurement, not part of the protocol: devices score with the aggregator's
 current model without a counted download.
+
+The folder is written as every command's is (`fedge.runfolder.staging`: a rerun into a folder holding a run
+replaces it only once finished); `checkpoint_every` K > 0 writes `checkpoint.pt` every K rounds and after the last,
+and `resume` continues from it (`fedge.recsys.checkpoint`). A training loss, model parameter or score that is not
+finite stops the run with `fedge.runfolder.Diverged` (FAILED in the folder): a diverged model scores NaN, and NaN
+compares false, so its ranks would otherwise come out perfect.
 """
 
 from __future__ import annotations
@@ -21,22 +27,25 @@ import io
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from fedge.config import to_dict
+from fedge.config import ConfigError, to_dict
 from fedge.core.streams import Streams
 from fedge.data.movielens import Ratings, load_movielens
 from fedge.messaging import Ledger, Link, Transport, make_transport
-from fedge.output import atomic_write_bytes, progress_bar
+from fedge.output import atomic_write_bytes, dumps, progress_bar
+from fedge.recsys import checkpoint
 from fedge.recsys.algorithms import RECSYS_ALGORITHMS, build
 from fedge.recsys.algorithms.base import Context, RecAlgorithm, RecState
 from fedge.recsys.config import RecsysConfig
 from fedge.recsys.draws import Draws
 from fedge.recsys.protocol import RecData, build_explicit, build_implicit, hit_ndcg, rmse
-from fedge.runfolder import RunFolder, RunResult, complete
+from fedge.runfolder import Diverged, RunFolder, RunResult, check_finite, complete
+from fedge.runfolder.staging import attempt
 
 MB = 1e6
 PEER_LINKS = (Link.EDGE_EDGE.value, Link.DEVICE_DEVICE.value)
@@ -60,16 +69,20 @@ def select_clients(streams: Streams, rnd: int, num_users: int, count: int) -> to
     return torch.argsort(keys, stable=True)[:count].sort().values
 
 
-def evaluate(algo: RecAlgorithm, state: RecState, data: RecData, draws: Draws) -> dict[str, float]:
-    """HR@10/NDCG@10 (implicit) or RMSE (explicit) over all users, with the algorithm's own predictor."""
+def evaluate(algo: RecAlgorithm, state: RecState, data: RecData, draws: Draws, where: str = "evaluation",
+             hint: str = "lower train.lr") -> dict[str, float]:
+    """HR@10/NDCG@10 (implicit) or RMSE (explicit) over all users, with the algorithm's own predictor. Scores that
+    are not finite raise `Diverged` (`where` and `hint` go into its message): a NaN never ranks below the positive."""
     if data.protocol == "implicit":
         assert data.eval_items is not None
         users = torch.arange(data.num_users).repeat_interleave(data.eval_items.shape[1])
         scores = algo.predict(state, users, data.eval_items.reshape(-1), draws)
+        check_finite(scores, "model's scores", where, hint)
         hr, ndcg = hit_ndcg(scores.reshape(data.eval_items.shape), k=10)
         return {"hr@10": hr, "ndcg@10": ndcg}
     assert data.test_user is not None and data.test_item is not None and data.test_rating is not None
     pred = algo.predict(state, data.test_user, data.test_item, draws)
+    check_finite(pred, "model's predictions", where, hint)
     return {"rmse": rmse(pred, data.test_rating)}
 
 
@@ -94,67 +107,121 @@ def _traffic(ledger: Ledger) -> tuple[int, int, int]:
     return int(ledger.device_sent.sum()), int(ledger.device_received.sum()), peer
 
 
+def divergence_hint(cfg: RecsysConfig) -> str:
+    """The settings to look at when `cfg.algorithm`'s model diverges."""
+    if cfg.algorithm == "fedmeta":
+        return "lower meta.inner_lr or train.lr"
+    if cfg.algorithm.startswith("central"):
+        return "lower train.lr"
+    return "lower train.lr (or train.server_lr)"
+
+
+@dataclass
+class Progress:
+    """What the rounds so far produced (and a checkpoint carries): per-round records, byte totals, round times."""
+
+    history: list[dict[str, Any]] = field(default_factory=list)
+    totals: list[int] = field(default_factory=lambda: [0, 0, 0])  # up, down, peer
+    round_times: list[float] = field(default_factory=list)
+
+
 def run(cfg: RecsysConfig, ratings: Ratings | None = None, write: bool = True,
-        transport: Callable[[Ledger], Transport] | None = None) -> RunResult:
+        transport: Callable[[Ledger], Transport] | None = None, checkpoint_every: int = 0,
+        resume: bool = False) -> RunResult:
     """Train and evaluate `cfg.algorithm`; the summary is also written to `cfg.out_dir` (unless not `write`).
 
     `transport` builds the transport from the run's ledger (default: `cfg.runtime.transport`); tests pass a
-    loopback transport that records every message.
+    loopback transport that records every message. `checkpoint_every` K > 0 writes `out_dir/checkpoint.pt` every K
+    rounds and after the last; `resume` continues the run in `out_dir` from it (refusing a corrupt or foreign one, or
+    a folder whose newest results are not its own, with a ConfigError).
     """
     RECSYS_ALGORITHMS.check([cfg.algorithm], "algorithm")
+    if checkpoint_every < 0:
+        raise ConfigError(f"--checkpoint-every: must be >= 0, got {checkpoint_every}")
+    if not write:
+        return _train(cfg, ratings, transport, None, 0, None)
+    with attempt(cfg.out_dir, "out_dir", resume=resume) as place:  # output problems surface before data loads
+        saved = checkpoint.resumable(place.path, cfg) if resume else None
+        return _train(cfg, ratings, transport, place.path, checkpoint_every, saved)
+
+
+def _train(cfg: RecsysConfig, ratings: Ratings | None, transport: Callable[[Ledger], Transport] | None,
+           out: Path | None, checkpoint_every: int, saved: checkpoint.RecCheckpoint | None) -> RunResult:
     ratings, data = prepare(cfg, ratings)
     streams = Streams(cfg.seed)
     ledger = Ledger(data.num_users)
     carrier = transport(ledger) if transport is not None else make_transport(cfg.runtime.transport, ledger)
     algo = build(Context(cfg, data, streams, carrier))
     state = algo.init_state(streams.generator("recsys-init"))
-    folder = RunFolder(cfg.out_dir) if write else None
-    totals = [0, 0, 0]  # up, down, peer
-    history: list[dict[str, Any]] = []
+    done = Progress()
+    if saved is not None and out is not None:
+        checkpoint.restore(algo, state, saved)
+        ledger.load_state_dict(saved.ledger)
+        done = Progress(list(saved.history), list(saved.totals), list(saved.round_times))
+        atomic_write_bytes(out / "metrics.jsonl", "".join(dumps(r) + "\n" for r in done.history).encode())
+    folder = RunFolder(out, append=saved is not None, run_id=saved.run_id if saved else None) if out else None
+    hint = divergence_hint(cfg)
     metrics: dict[str, float] = {}
-    scoring, scored_at = state, 0  # the state devices scored with at the last evaluation (the last round evaluates)
-    round_times: list[float] = []
+    scored_at = 0  # the round of the last evaluation (the last round always evaluates)
+    scoring = state
     per_round = max(1, round(cfg.train.client_fraction * data.num_users))
     try:
         with progress_bar(f"recsys {cfg.algorithm}", cfg.train.rounds, enabled=cfg.progress) as advance:
-            for rnd in range(1, cfg.train.rounds + 1):
+            advance(len(done.history))
+            for rnd in range(len(done.history) + 1, cfg.train.rounds + 1):
                 start = time.perf_counter()
                 ledger.begin_round()
                 users = select_clients(streams, rnd, data.num_users, per_round)
                 report = algo.server_aggregate(state, algo.client_round(state, users, rnd), rnd)
-                round_times.append(time.perf_counter() - start)
+                done.round_times.append(time.perf_counter() - start)
+                check_finite(report.loss, "training loss", f"round {rnd}", hint)
+                for name, tensor in [*state.shared.items(), ("user rows", state.user)]:
+                    if tensor is not None:
+                        check_finite(tensor.detach(), f"model's {name} parameters", f"round {rnd}", hint)
                 up, down, peer = _traffic(ledger)
-                totals = [totals[0] + up, totals[1] + down, totals[2] + peer]
+                done.totals = [done.totals[0] + up, done.totals[1] + down, done.totals[2] + peer]
                 record: dict[str, Any] = {"round": rnd, "clients": len(users), "loss": report.loss,
-                                          "round_s": round_times[-1], "mb_up": up / MB, "mb_down": down / MB,
+                                          "round_s": done.round_times[-1], "mb_up": up / MB, "mb_down": down / MB,
                                           "mb_peer": peer / MB, "mb_total": ledger.total / MB,
                                           "bytes_by_link": dict(ledger.bytes_by_link), **report.extra}
                 if rnd % cfg.eval_every == 0 or rnd == cfg.train.rounds:
                     scoring, scored_at = algo.scoring_state(state, Draws(streams, "recsys-refit", rnd)), rnd
-                    metrics = evaluate(algo, scoring, data, Draws(streams, "recsys-eval", rnd))
+                    metrics = evaluate(algo, scoring, data, Draws(streams, "recsys-eval", rnd), f"round {rnd}", hint)
                     record.update(metrics)
-                history.append(record)
+                done.history.append(record)
                 if folder is not None:
                     folder.log(record)
+                    if checkpoint_every > 0 and (rnd == cfg.train.rounds or rnd % checkpoint_every == 0):
+                        checkpoint.save(folder.path / checkpoint.FILENAME, checkpoint.capture(
+                            cfg, algo, state, checkpoint_every, folder.run_id, ledger.state_dict(), done.history,
+                            done.totals, done.round_times))
                 status = " ".join(f"{k}={v:.4f}" for k, v in metrics.items())
                 advance(1, status=f"loss={report.loss:.4f} {status}")
-    except BaseException:
+    except Diverged as err:
+        if folder is not None:
+            folder.fail(str(err))
+        raise
+    finally:
         if folder is not None:
             folder.close()  # metrics.jsonl keeps the finished rounds
-        raise
+    if scored_at != cfg.train.rounds:  # resumed at the last round: its evaluation, again (same streams, same state)
+        scored_at = cfg.train.rounds
+        scoring = algo.scoring_state(state, Draws(streams, "recsys-refit", scored_at))
+        metrics = {k: done.history[-1][k] for k in ("hr@10", "ndcg@10", "rmse") if k in done.history[-1]}
     summary = complete({
         "algorithm": cfg.algorithm, "dataset": cfg.data.dataset, "protocol": data.protocol,
         "users": data.num_users, "items": data.num_items, "rounds": cfg.train.rounds, **metrics,
-        "mb_up": totals[0] / MB, "mb_down": totals[1] / MB, "mb_peer": totals[2] / MB, "mb_total": ledger.total / MB,
-        "transport": carrier.name, "bytes_by_link": dict(ledger.bytes_by_link),
+        "mb_up": done.totals[0] / MB, "mb_down": done.totals[1] / MB, "mb_peer": done.totals[2] / MB,
+        "mb_total": ledger.total / MB, "transport": carrier.name, "bytes_by_link": dict(ledger.bytes_by_link),
         "messages_by_link": dict(ledger.messages_by_link), "bytes_by_kind": dict(ledger.bytes_by_kind),
-        "mean_round_s": sum(round_times) / len(round_times),
+        "mean_round_s": sum(done.round_times) / max(len(done.round_times), 1),
+        "duplicates_removed": ratings.duplicates_removed,
     }, to_dict(cfg))
     if folder is not None:
         # the top-K lists score with the models the last evaluation measured (fedmeta: the same adaptation)
         export(algo, scoring, data, ratings, cfg, folder.path, Draws(streams, "recsys-eval", scored_at))
         folder.finish(summary)
-    return RunResult(summary, history, state)
+    return RunResult(summary, done.history, state)
 
 
 def export(algo: RecAlgorithm, state: RecState, data: RecData, ratings: Ratings, cfg: RecsysConfig, out: Path,

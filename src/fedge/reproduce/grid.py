@@ -15,10 +15,10 @@ import functools
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import fedge
-from fedge.config import ConfigError, apply_overrides, build, check, to_dict
+from fedge.config import ConfigError, PositiveInt, Range, Similarity, apply_overrides, build, check, to_dict
 from fedge.experiment import ExperimentConfig
 from fedge.output import dumps
 
@@ -69,10 +69,10 @@ class GridSpec:
     dataset: str = "digits"
     data_dir: str | None = None
     quick: bool = False
-    seeds: int | None = None
-    rounds: int | None = None
-    deltas: list[float] = field(default_factory=lambda: list(DELTAS))
-    device_counts: list[int] = field(default_factory=lambda: list(DEVICE_COUNTS))
+    seeds: PositiveInt | None = None
+    rounds: PositiveInt | None = None
+    deltas: list[Similarity] = field(default_factory=lambda: list(DELTAS))
+    device_counts: list[Annotated[int, Range(2)]] = field(default_factory=lambda: list(DEVICE_COUNTS))
     algorithms: list[str] = field(default_factory=lambda: list(MAIN_ALGORITHMS))
     device_algorithms: list[str] | None = None
     overrides: list[str] = field(default_factory=list)  # --set KEY=VALUE on the base experiment config
@@ -80,14 +80,8 @@ class GridSpec:
     def validate(self) -> None:
         check(self.dataset in PRESETS, f"dataset: unknown dataset {self.dataset!r} (choose from "
               f"{', '.join(PRESETS)})")
-        check(self.seeds is None or self.seeds >= 1, f"seeds: must be >= 1, got {self.seeds}")
-        check(self.rounds is None or self.rounds >= 1, f"rounds: must be >= 1, got {self.rounds}")
         check(len(self.deltas) >= 1, "deltas: give at least one δ")
-        for delta in self.deltas:
-            check(-1 <= delta <= 1, f"deltas: {delta} is not in [-1, 1]")
         check(len(self.device_counts) >= 1, "device_counts: give at least one device count")
-        for count in self.device_counts:
-            check(count >= 2, f"device_counts: need at least 2 devices, got {count}")
         check(len(self.algorithms) >= 1, "algorithms: name at least one algorithm")
 
     @property

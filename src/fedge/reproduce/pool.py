@@ -3,6 +3,10 @@
 Workers are started with `spawn` (no forked torch/OpenMP state) and run with one torch thread each, so a cell's
 numbers do not depend on how many workers ran or which worker took it: results.csv is the same for any `--workers`
 and for an interrupted-then-resumed run. With one worker the cells run in this process.
+
+Ctrl-C reaches every process of the terminal's process group: workers ignore it, and the command, on its
+KeyboardInterrupt, terminates them (their unfinished cells are simply not stored), so the only output is the
+command's one line.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import queue as queue_module
+import signal
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +38,8 @@ class PoolStats:
 def _init_worker(ticks: Any, parent: int) -> None:
     global _TICKS, _PARENT
     import torch
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and ends the workers
 
     torch.set_num_threads(1)
     _TICKS, _PARENT = ticks, parent
@@ -107,6 +114,9 @@ def _run_pool(pending: list[Cell], cache: CellCache, workers: int, rounds: dict[
                     advance(missing, status=status())
                 advance(0, status=status())
     except BaseException:
+        workers_left = list((getattr(pool, "_processes", None) or {}).values())
+        for process in workers_left:
+            process.terminate()
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     pool.shutdown(wait=True)

@@ -85,10 +85,11 @@ class Federation:
         self.round, self.time_total = int(state["round"]), float(state["time_total"])
 
 
-def percentile(values: list[float], q: float) -> float:
-    finite = sorted(v for v in values if not math.isnan(v))
+def percentile(values: list[float], q: float) -> float | None:
+    """The q-quantile of the finite values (linear interpolation); None when there are none."""
+    finite = sorted(v for v in values if math.isfinite(v))
     if not finite:
-        return float("nan")
+        return None
     k = (len(finite) - 1) * q
     lo, hi = math.floor(k), math.ceil(k)
     return finite[lo] + (finite[hi] - finite[lo]) * (k - lo)
@@ -149,7 +150,7 @@ def run_round(fed: Federation, ctx: RunContext, trainer: SequentialTrainer | Bat
     metrics: dict[str, object] = {
         "round": fed.round,
         "algorithm": algorithm.name,
-        "loss_mean": sum(losses) / max(len(losses), 1),
+        "loss_mean": sum(losses) / len(losses) if losses else None,  # None: nobody trained
         "bytes_round": ledger.round_total,
         "bytes_total": ledger.total,
         "bytes_by_link": dict(by_link),
@@ -174,8 +175,8 @@ def run_round(fed: Federation, ctx: RunContext, trainer: SequentialTrainer | Bat
         accuracies = trainer.evaluate_all(devices.bank if served is None else served, "test")[0]
         fed.accuracies = accuracies
         members = ctx.by_id(torch.nonzero(rnd.members).flatten())
-        member_acc = accuracies[members].tolist()
-        metrics["accuracy_mean"] = sum(member_acc) / max(len(member_acc), 1)
+        member_acc = [a for a in accuracies[members].tolist() if not math.isnan(a)]  # NaN: no test samples
+        metrics["accuracy_mean"] = sum(member_acc) / len(member_acc) if member_acc else None
         metrics["accuracy_p10"] = percentile(member_acc, 0.10)
     timer.add("evaluate", started)
     return metrics

@@ -4,11 +4,16 @@ message on an in-process transport (`runtime.transport`: direct or loopback).
 `simulate` runs one algorithm of an experiment and writes its run folder (fedge.runfolder): `metrics.jsonl` (one
 object per round), `neighbours.jsonl` (each round's S_i, by device id), `summary.json` (final values, the resolved
 config and the environment), `config.yaml`, and `checkpoint.pt` when checkpointing.
+
+A round whose training loss is not finite stops the run with `fedge.runfolder.Diverged` (FAILED in the folder, no
+summary). Values without a number are null (fedge.runtimes.rounds): the loss of a round nobody trained in, the
+accuracies of a round without members with test samples.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -18,12 +23,13 @@ from typing import Any
 import torch
 
 from fedge.algorithms import ALGORITHMS, create
+from fedge.algorithms.components.combining import NeighbourRegularizer
 from fedge.algorithms.context import RunContext
 from fedge.config import to_dict
 from fedge.experiment import ExperimentConfig
 from fedge.messaging import Inbox, Ledger, make_transport
 from fedge.output import JsonlWriter, atomic_write_bytes, dumps, read_jsonl
-from fedge.runfolder import RunFolder, RunResult, complete
+from fedge.runfolder import Diverged, RunFolder, RunResult, complete
 from fedge.runtimes import checkpoint
 from fedge.runtimes.device_threads import intra_op_threads
 from fedge.runtimes.faults import FaultModel
@@ -38,20 +44,37 @@ SUMMARY_KEYS = ("accuracy_mean", "accuracy_p10", "loss_mean", "bytes_total", "by
 
 
 def _resume(out: Path, config: ExperimentConfig, algorithm_name: str, fed: Federation,
-            ledger: Ledger) -> list[dict[str, Any]]:
-    """Load out/checkpoint.pt if present (verified first) into `fed` and `ledger`; truncate the logs to its round."""
+            ledger: Ledger) -> tuple[list[dict[str, Any]], str | None]:
+    """Load out/checkpoint.pt if present (verified first, also that the folder's newest results are its own) into
+    `fed` and `ledger`; truncate the logs to its round. Returns its history and run id."""
     checkpoint.remove_stale_temporaries(out)
     path = out / checkpoint.FILENAME
     if not path.exists():
-        return []
+        return [], None
     saved = checkpoint.load(path, config, algorithm_name)
+    checkpoint.verify(out, saved)
     fed.load_state_dict(saved.federation)
     ledger.load_state_dict(saved.ledger)
     atomic_write_bytes(out / "metrics.jsonl", "".join(dumps(m) + "\n" for m in saved.history).encode())
     neighbours = out / "neighbours.jsonl"
     kept = [r for r in read_jsonl(neighbours) if r.get("round", 0) <= saved.round] if neighbours.exists() else []
     atomic_write_bytes(neighbours, "".join(dumps(r) + "\n" for r in kept).encode())
-    return list(saved.history)
+    return list(saved.history), saved.run_id or None
+
+
+def checked(metrics: dict[str, Any], where: str, hint: str) -> dict[str, Any]:
+    """A round's metrics, or `Diverged` if its training loss is not finite."""
+    loss = metrics.get("loss_mean")
+    if isinstance(loss, float) and not math.isfinite(loss):
+        raise Diverged(f"{where}: the training loss is {loss} — the model diverged; {hint}")
+    return metrics
+
+
+def divergence_hint(sim: Simulation) -> str:
+    """The settings to look at when `sim`'s model diverges."""
+    if isinstance(sim.fed.algorithm.combiner, NeighbourRegularizer):
+        return "lower train.lr (or regularizer.lam)"
+    return "lower train.lr"
 
 
 def neighbour_ids(ctx: RunContext, adjacency: torch.Tensor) -> list[list[int]]:
@@ -106,11 +129,12 @@ class Simulation:
     def done(self) -> bool:
         return self.fed.round >= self.config.rounds
 
-    def checkpoint(self, algorithm_name: str, every: int, history: list[dict[str, Any]]) -> checkpoint.Checkpoint:
+    def checkpoint(self, algorithm_name: str, every: int, history: list[dict[str, Any]],
+                   run_id: str = "") -> checkpoint.Checkpoint:
         return checkpoint.Checkpoint(
             algorithm=algorithm_name, round=self.fed.round, config_hash=checkpoint.config_hash(self.config),
             config=to_dict(self.config), checkpoint_every=every, federation=self.fed.state_dict(),
-            ledger=self.ledger.state_dict(), history=history)
+            ledger=self.ledger.state_dict(), history=history, run_id=run_id)
 
 
 def simulate(config: ExperimentConfig, algorithm_name: str, out_dir: str | Path | None,
@@ -126,16 +150,18 @@ def simulate(config: ExperimentConfig, algorithm_name: str, out_dir: str | Path 
     sim = Simulation.build(config, algorithm_name, setup, device_order)
     out = Path(out_dir) if out_dir is not None else None
     history: list[dict[str, Any]] = []
+    run_id = None
     if resume and out is not None and out.is_dir():
-        history = _resume(out, config, algorithm_name, sim.fed, sim.ledger)
-    folder = RunFolder(out, append=bool(history)) if out else None
+        history, run_id = _resume(out, config, algorithm_name, sim.fed, sim.ledger)
+    folder = RunFolder(out, append=bool(history), run_id=run_id) if out else None
     neighbours_log = JsonlWriter(out / "neighbours.jsonl", truncate=not history) if out else None
+    hint = divergence_hint(sim)
     started = time.perf_counter()
     phase_by_round: list[dict[str, float]] = []  # this process's rounds only (not those before a resume)
     previous: dict[str, float] = {}
     try:
         while not sim.done:
-            metrics = sim.step()
+            metrics = checked(sim.step(), f"{algorithm_name} round {sim.fed.round}", hint)
             history.append(metrics)
             phase_by_round.append({k: v - previous.get(k, 0.0) for k, v in sim.timer.seconds.items()})
             previous = dict(sim.timer.seconds)
@@ -144,9 +170,15 @@ def simulate(config: ExperimentConfig, algorithm_name: str, out_dir: str | Path 
             if neighbours_log:
                 neighbours_log.write({"round": sim.fed.round, "neighbours": neighbour_ids(sim.ctx, sim.fed.neighbours)})
             if out is not None and checkpoint_every > 0 and (sim.done or sim.fed.round % checkpoint_every == 0):
-                checkpoint.save(out / checkpoint.FILENAME, sim.checkpoint(algorithm_name, checkpoint_every, history))
+                checkpoint.save(out / checkpoint.FILENAME,
+                                sim.checkpoint(algorithm_name, checkpoint_every, history, folder.run_id if folder
+                                               else ""))
             if on_round:
                 on_round(metrics)
+    except Diverged as err:
+        if folder:
+            folder.fail(str(err))
+        raise
     finally:
         for log in (folder, neighbours_log):
             if log:
