@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "recsys": ("recsys", "federated recommendation on MovieLens"),
     "cache": ("cache", "recommendation-enabled edge caching"),
     "reproduce": ("reproduce", "rerun the paper's experiments and write a report"),
+    "privacy-sweep": ("privacy_sweep", "accuracy against the privacy budget ε over seeds: a table and a plot"),
 }
 INTERRUPTED = 130  # 128 + SIGINT, what shells report for a command ended by Ctrl-C
 

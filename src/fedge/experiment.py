@@ -26,6 +26,7 @@ from fedge.config import (
     check,
 )
 from fedge.data.partition import PartitionSpec
+from fedge.privacy.config import PrivacyConfig
 
 
 @dataclass
@@ -189,6 +190,7 @@ class ExperimentConfig:
     faults: FaultConfig = field(default_factory=FaultConfig)
     latency: LatencyConfig = field(default_factory=LatencyConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
     def validate(self) -> None:
         """Value checks; algorithm names are checked against the registry by whoever runs them

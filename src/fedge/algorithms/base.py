@@ -58,6 +58,7 @@ class Pruner(Component, ABC):
 
 class Selector(Component, ABC):
     pulls: bool = True  # receivers request the models they chose; False: senders push on a fixed topology
+    probes: bool = False  # candidates release similarity sketches on request (a second release per round)
 
     @abstractmethod
     def select(self, devices: DeviceState, ctx: RunContext, rnd: Round) -> torch.Tensor:

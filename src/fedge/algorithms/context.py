@@ -10,6 +10,8 @@ import torch
 
 from fedge.core.streams import Streams
 from fedge.messaging.transport import Transport
+from fedge.privacy.accounting import PrivacyAccountant
+from fedge.privacy.mechanisms import PeerRelease
 
 
 @dataclass
@@ -32,6 +34,8 @@ class RunContext:
     payload_dtype: str = "fp32"  # value precision of model payloads
     coordinates: torch.Tensor | None = None  # [N, 2] device positions in the unit square (latency/proximity)
     edge_coordinates: torch.Tensor | None = None  # [K, 2] edge-server (cluster leader) positions
+    privacy: PrivacyAccountant | None = None  # per-device privacy histories when a DP mechanism is on
+    release: PeerRelease | None = None  # the peer mechanism: what devices send their peers (None: their own values)
 
     @property
     def num_devices(self) -> int:

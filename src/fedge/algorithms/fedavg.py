@@ -1,15 +1,20 @@
 """FedAvg (McMahan et al. 2017): client-server; each round the server samples a fraction C of the online devices
 (`server.sample_fraction`, default 1: everyone), they download the server's model, train E local epochs and upload
-their models, which the server averages weighted by data size (`server.weighting`)."""
+their updates, whose average, weighted by data size (`server.weighting`), the server adds to its model. Under
+user-level DP (`privacy.mechanism: user`): DP-FedAvg (McMahan et al. 2018), Poisson sampling at
+`privacy.sample_rate`, clipped updates and a noisy sum (fedge.privacy.mechanisms)."""
 
 from __future__ import annotations
 
 from fedge.algorithms.base import Algorithm
-from fedge.algorithms.components.combining import ClientSampling, ServerAveraging
+from fedge.algorithms.components.combining import ClientSampling, PoissonSampling, ServerAveraging
 from fedge.algorithms.registry import ALGORITHMS
 from fedge.experiment import ExperimentConfig
+from fedge.privacy.mechanisms import user_level
 
 
 @ALGORITHMS.register("fedavg", "client-server averaging weighted by data size, with client sampling")
 def build(config: ExperimentConfig) -> Algorithm:
-    return Algorithm("fedavg", sampler=ClientSampling(config.server), combiner=ServerAveraging(config.server))
+    dp = user_level(config.privacy)
+    sampler = PoissonSampling(config.privacy.sample_rate) if dp else ClientSampling(config.server)
+    return Algorithm("fedavg", sampler=sampler, combiner=ServerAveraging(config.server, dp))

@@ -1,18 +1,20 @@
 """hfl: hierarchical FedAvg (HierFAVG, Liu et al. ICC 2020) with cluster leaders at edge servers (Lim et al.,
 IEEE TPDS 2021): devices → edge leaders every round (κ1 = train.epochs local epochs between edge aggregations),
-edge leaders → cloud every κ2 = hierarchy.kappa2 rounds. See fedge.algorithms.components.hierarchy and
-docs/hierarchical.md."""
+edge leaders → cloud every κ2 = hierarchy.kappa2 rounds. Under user-level DP each edge server adds the noise to
+its devices' clipped updates (DP-HFL). See fedge.algorithms.components.hierarchy and docs/hierarchical.md."""
 
 from __future__ import annotations
 
 from fedge.algorithms.base import Algorithm
-from fedge.algorithms.components.combining import ClientSampling
+from fedge.algorithms.components.combining import ClientSampling, PoissonSampling
 from fedge.algorithms.components.hierarchy import EdgeCloudAveraging
 from fedge.algorithms.registry import ALGORITHMS
 from fedge.experiment import ExperimentConfig
+from fedge.privacy.mechanisms import user_level
 
 
 @ALGORITHMS.register("hfl", "hierarchical FedAvg: edge leaders every round, cloud every kappa2 rounds")
 def build(config: ExperimentConfig) -> Algorithm:
-    return Algorithm("hfl", sampler=ClientSampling(config.server),
-                     combiner=EdgeCloudAveraging(config.hierarchy, config.server))
+    dp = user_level(config.privacy)
+    sampler = PoissonSampling(config.privacy.sample_rate) if dp else ClientSampling(config.server)
+    return Algorithm("hfl", sampler=sampler, combiner=EdgeCloudAveraging(config.hierarchy, config.server, dp))

@@ -3,7 +3,8 @@ centralized references (central-mf, central-neumf), under the implicit (HR@10, N
 protocol. Every exchange crosses a transport (`--set runtime.transport=loopback` encodes each message to bytes).
 Writes metrics.jsonl, summary.json, config.yaml, item_embeddings.pt and topk.json to the output folder; a rerun into a
 folder that holds a run replaces it only once it has finished (`fedge.runfolder.staging`). `--checkpoint-every K` and
-`--resume DIR` checkpoint and continue a run as `fedge run` does."""
+`--resume DIR` checkpoint and continue a run as `fedge run` does. `--set privacy.mechanism=user` trains fedmf or fedncf
+with user-level DP-FedAvg and reports ε (docs/recsys.md, "Differential privacy")."""
 
 from __future__ import annotations
 
@@ -101,5 +102,12 @@ def main(args: argparse.Namespace) -> int:
                 ["algorithm", "HR@10", "NDCG@10", "RMSE", "MB up", "MB down", "MB peer", "s/round"],
                 [[cfg.algorithm, *quality, summary["mb_up"], summary["mb_down"], summary["mb_peer"],
                   summary["mean_round_s"]]])
+    if "privacy_mechanism" in summary:
+        epsilon = summary["epsilon"]
+        console.print(f"user-level DP: ε = {'∞' if epsilon is None else f'{epsilon:.4g}'} at δ = {summary['delta']:g} "
+                      f"after {summary['rounds_done']} rounds (σ = {summary['noise_multiplier']:.4g}, q = "
+                      f"{summary['sample_rate']:g}, accountant {summary['accountant']})")
+        if summary["stopped"]:
+            console.print(summary["stopped"])
     console.print(f"run folder: {cfg.out_dir}")
     return 0

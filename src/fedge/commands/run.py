@@ -133,8 +133,9 @@ def print_results(config: ExperimentConfig, results: list[dict[str, Any]]) -> No
 
 
 def main(args: argparse.Namespace) -> int:
-    from fedge.algorithms import ALGORITHMS
+    from fedge.algorithms import ALGORITHMS, create
     from fedge.runfolder.staging import attempt
+    from fedge.runtimes.privacy import prepare_privacy
     from fedge.runtimes.setup import prepare
     from fedge.runtimes.simulator import simulate
 
@@ -150,6 +151,8 @@ def main(args: argparse.Namespace) -> int:
         for stale in ("comparison.json", FAILED):  # a resumed run is unfinished until it ends
             (place.path / stale).unlink(missing_ok=True)
         setup = prepare(config)
+        for name in config.algorithms:  # a privacy setting an algorithm cannot use fails before anything runs
+            prepare_privacy(config, name, setup.data.train_sizes, lambda c, name=name: create(name, c))
         console.print(f"[bold]fedge run[/]: {', '.join(config.algorithms)} on {config.data.dataset} "
                       f"({config.data.devices} devices, {config.data.partition}, {config.rounds} rounds, "
                       f"model {config.train.model} with {setup.model.dim:,} parameters) → {out}")

@@ -10,6 +10,8 @@ holds what the next round reads:
   between rounds exposes it as `state_dict()` / `load_state_dict(d)`. fedmeta keeps none (stateless clients, a
   fresh local optimiser per round);
 * the ledger (`fedge.messaging.Ledger.state_dict`), the per-round history, the byte totals and round times;
+* under user-level DP (`fedge.recsys.dp`): σ, the clipping norm C as adaptive clipping left it, and the accountant's
+  history, so a resumed run reports the same ε as an uninterrupted one;
 * the config (and its hash, which leaves out `out_dir`, `progress`, `runtime` and `train.rounds`: a run may be
   moved, watched, resumed over another transport or extended) and the run id (summary.json's `run_id`).
 
@@ -62,6 +64,7 @@ class RecCheckpoint:
     history: list[dict[str, Any]]
     totals: list[int]  # bytes sent by devices, received by devices, between peers
     round_times: list[float]
+    privacy: dict[str, Any] | None = None  # `UserLevelDP.state_dict()` under privacy.mechanism user
 
 
 def _server_optimizers(algo: RecAlgorithm, state: RecState) -> list[ServerOptimizer]:
@@ -86,14 +89,15 @@ def algorithm_state(algo: RecAlgorithm, state: RecState) -> dict[str, Any]:
 
 
 def capture(cfg: RecsysConfig, algo: RecAlgorithm, state: RecState, every: int, run_id: str, ledger: dict[str, Any],
-            history: list[dict[str, Any]], totals: list[int], round_times: list[float]) -> RecCheckpoint:
-    """The checkpoint after round `len(history)`."""
+            history: list[dict[str, Any]], totals: list[int], round_times: list[float],
+            privacy: dict[str, Any] | None = None) -> RecCheckpoint:
+    """The checkpoint after round `len(history)` (`privacy`: the DP mechanism's state, if any)."""
     return RecCheckpoint(
         algorithm=cfg.algorithm, round=len(history), config_hash=config_hash(cfg), config=to_dict(cfg),
         checkpoint_every=every, run_id=run_id, shared={k: v.detach().clone() for k, v in state.shared.items()},
         user=None if state.user is None else state.user.detach().clone(),
         algorithm_state=algorithm_state(algo, state), ledger=ledger, history=list(history), totals=list(totals),
-        round_times=list(round_times))
+        round_times=list(round_times), privacy=privacy)
 
 
 def restore(algo: RecAlgorithm, state: RecState, saved: RecCheckpoint) -> None:

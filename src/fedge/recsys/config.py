@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 
 from fedge.config import (
     BelowOne,
+    ConfigError,
     NonNegativeFloat,
     NonNegativeInt,
     PositiveFloat,
@@ -22,6 +23,9 @@ from fedge.config import (
     Similarity,
     check,
 )
+from fedge.privacy.config import PrivacyConfig
+
+CLIENT_SERVER = ("fedmf", "fedncf")  # the recommenders user-level DP supports: clients upload to one server
 
 
 @dataclass
@@ -119,12 +123,43 @@ class RecsysConfig:
     meta: MetaConfig = field(default_factory=MetaConfig)
     decentralized: DecentralizedConfig = field(default_factory=DecentralizedConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    # user-level DP-FedAvg for fedmf/fedncf (McMahan et al. 2018; fedge.recsys.dp, docs/recsys.md)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
     def validate(self) -> None:
-        """No check spans this level's fields: numbers are range-checked by `fedge.config.build`, and the
-        algorithm's name where a run starts (`fedge.recsys.runner.run`, the command), against the algorithm
-        registry: importing it here would make config and algorithms import each other."""
+        """Numbers are range-checked by `fedge.config.build`, and the algorithm's name where a run starts
+        (`fedge.recsys.runner.run`, the command), against the algorithm registry: importing it here would make
+        config and algorithms import each other. What is checked here is which privacy settings fedge recsys
+        supports (`privacy_problem`)."""
+        problem = privacy_problem(self)
+        if problem:
+            raise ConfigError(problem)
 
 
-__all__ = ["DataConfig", "DecentralizedConfig", "MetaConfig", "ModelConfig", "RecsysConfig", "RuntimeConfig",
-           "TrainConfig"]
+def privacy_problem(cfg: RecsysConfig) -> str | None:
+    """Why `cfg.privacy` cannot run in fedge recsys, in one line, or None.
+
+    Only user-level DP (`mechanism: user`) exists here, for the client-server recommenders: record-level DP-SGD and
+    the peer mechanism belong to `fedge run`. Under it, devices take part by Poisson sampling at
+    `privacy.sample_rate` (so the fixed-size `train.client_fraction` must stay 1), and uploads travel in fp32 (an
+    fp16 payload is rounded after clipping and could exceed C by the rounding)."""
+    privacy = cfg.privacy
+    if privacy.mechanism in ("dp-sgd", "peer"):
+        return (f"privacy.mechanism: {privacy.mechanism} is not available in fedge recsys (dp-sgd and peer are "
+                "fedge run's); use user (user-level DP-FedAvg for fedmf, fedncf)")
+    if privacy.mechanism != "user":
+        return None
+    if cfg.algorithm not in CLIENT_SERVER:
+        return (f"privacy.mechanism: user needs a client-server recommender ({', '.join(CLIENT_SERVER)}), "
+                f"not {cfg.algorithm}")
+    if cfg.train.client_fraction != 1.0:
+        return (f"train.client_fraction: {cfg.train.client_fraction} is fixed-size sampling; under privacy.mechanism "
+                "user devices take part by Poisson sampling at privacy.sample_rate (leave client_fraction at 1)")
+    if cfg.train.value_dtype != "fp32":
+        return (f"train.value_dtype: {cfg.train.value_dtype} rounds clipped uploads past privacy.max_grad_norm; "
+                "user-level DP needs fp32")
+    return None
+
+
+__all__ = ["CLIENT_SERVER", "DataConfig", "DecentralizedConfig", "MetaConfig", "ModelConfig", "RecsysConfig",
+           "RuntimeConfig", "TrainConfig", "privacy_problem"]

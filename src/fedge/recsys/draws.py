@@ -12,7 +12,8 @@ device's own user row), `clients` (who takes part in a round), `train/negatives`
 (local training), `refit` (evaluation-time refit of user rows), `eval` (fedmeta's evaluation-time adaptation; also
 the top-K export, so that it scores with the models the last evaluation measured), `central-order` (the centralized
 references' minibatch order), `edges` (decentralized: which edge serves which user), `neighbours` (random neighbour
-selection).
+selection); under user-level DP (`fedge.recsys.dp`) `dp-sampling` (who takes part), `dp-noise` (the server's noise)
+and `dp-count` (the noise on the count of unclipped updates).
 """
 
 from __future__ import annotations

@@ -115,6 +115,10 @@ class ClientServer:
     def upload(self, uploads: ClientRows, rnd: int, at: Endpoint = SERVER) -> Aggregate:
         """Every client's upload (sent by `uploads.users`) gathered by the aggregator, which averages what it
         received."""
+        return self.gather(uploads, rnd, at).result()
+
+    def gather(self, uploads: ClientRows, rnd: int, at: Endpoint = SERVER) -> Accumulator:
+        """Every client's upload gathered by the aggregator, summed (user-level DP noises the sums itself)."""
         users = uploads.users
         assert users is not None, "uploads name the users that send them"
         acc = Accumulator(uploads.num_items, uploads.item_dim, {k: v.shape[1:] for k, v in uploads.dense.items()},
@@ -125,7 +129,7 @@ class ClientServer:
             body = got.body
             assert isinstance(body, RowsBody)
             acc.add(body.rows)
-        return acc.result()
+        return acc
 
 
 __all__ = ["SERVER", "ClientServer", "Endpoint", "Working"]

@@ -16,9 +16,12 @@ current model without a counted download.
 
 The folder is written as every command's is (`fedge.runfolder.staging`: a rerun into a folder holding a run
 replaces it only once finished); `checkpoint_every` K > 0 writes `checkpoint.pt` every K rounds and after the last,
-and `resume` continues from it (`fedge.recsys.checkpoint`). A training loss, model parameter or score that is not
-finite stops the run with `fedge.runfolder.Diverged` (FAILED in the folder): a diverged model scores NaN, and NaN
-compares false, so its ranks would otherwise come out perfect.
+and `resume` continues from it (`fedge.recsys.checkpoint`). Under `privacy.mechanism: user` (`fedge.recsys.dp`)
+users take part by Poisson sampling, every record gets `epsilon` and `max_grad_norm`, the summary the accounting
+(`epsilon`, `delta`, `noise_multiplier`, ...), and a `privacy.target_epsilon` ends the run early (normally, with the
+rounds it has, `stopped` saying why) before a round that would exceed it. A training loss, model parameter or score
+that is not finite stops the run with `fedge.runfolder.Diverged` (FAILED in the folder): a diverged model scores NaN,
+and NaN compares false, so its ranks would otherwise come out perfect.
 """
 
 from __future__ import annotations
@@ -151,11 +154,15 @@ def _train(cfg: RecsysConfig, ratings: Ratings | None, transport: Callable[[Ledg
     streams = Streams(cfg.seed)
     ledger = Ledger(data.num_users)
     carrier = transport(ledger) if transport is not None else make_transport(cfg.runtime.transport, ledger)
-    algo = build(Context(cfg, data, streams, carrier))
+    ctx = Context(cfg, data, streams, carrier)
+    algo = build(ctx)
+    privacy = ctx.privacy
     state = algo.init_state(streams.generator("recsys-init"))
     done = Progress()
     if saved is not None and out is not None:
         checkpoint.restore(algo, state, saved)
+        if privacy is not None and saved.privacy is not None:
+            privacy.load_state_dict(saved.privacy)
         ledger.load_state_dict(saved.ledger)
         done = Progress(list(saved.history), list(saved.totals), list(saved.round_times))
         atomic_write_bytes(out / "metrics.jsonl", "".join(dumps(r) + "\n" for r in done.history).encode())
@@ -165,13 +172,18 @@ def _train(cfg: RecsysConfig, ratings: Ratings | None, transport: Callable[[Ledg
     scored_at = 0  # the round of the last evaluation (the last round always evaluates)
     scoring = state
     per_round = max(1, round(cfg.train.client_fraction * data.num_users))
+    stopped: str | None = None  # why the run ended before train.rounds (privacy.target_epsilon)
     try:
         with progress_bar(f"recsys {cfg.algorithm}", cfg.train.rounds, enabled=cfg.progress) as advance:
             advance(len(done.history))
             for rnd in range(len(done.history) + 1, cfg.train.rounds + 1):
+                stopped = privacy.stop_reason(rnd) if privacy is not None else None
+                if stopped:  # resuming a run that had stopped at its target ε
+                    break
                 start = time.perf_counter()
                 ledger.begin_round()
-                users = select_clients(streams, rnd, data.num_users, per_round)
+                users = (privacy.participants(rnd) if privacy is not None
+                         else select_clients(streams, rnd, data.num_users, per_round))
                 report = algo.server_aggregate(state, algo.client_round(state, users, rnd), rnd)
                 done.round_times.append(time.perf_counter() - start)
                 check_finite(report.loss, "training loss", f"round {rnd}", hint)
@@ -184,19 +196,25 @@ def _train(cfg: RecsysConfig, ratings: Ratings | None, transport: Callable[[Ledg
                                           "round_s": done.round_times[-1], "mb_up": up / MB, "mb_down": down / MB,
                                           "mb_peer": peer / MB, "mb_total": ledger.total / MB,
                                           "bytes_by_link": dict(ledger.bytes_by_link), **report.extra}
-                if rnd % cfg.eval_every == 0 or rnd == cfg.train.rounds:
+                if privacy is not None:
+                    record.update(privacy.round_record())
+                    stopped = privacy.stop_reason(rnd + 1) if rnd < cfg.train.rounds else None
+                final = rnd == cfg.train.rounds or stopped is not None
+                if rnd % cfg.eval_every == 0 or final:
                     scoring, scored_at = algo.scoring_state(state, Draws(streams, "recsys-refit", rnd)), rnd
                     metrics = evaluate(algo, scoring, data, Draws(streams, "recsys-eval", rnd), f"round {rnd}", hint)
                     record.update(metrics)
                 done.history.append(record)
                 if folder is not None:
                     folder.log(record)
-                    if checkpoint_every > 0 and (rnd == cfg.train.rounds or rnd % checkpoint_every == 0):
+                    if checkpoint_every > 0 and (final or rnd % checkpoint_every == 0):
                         checkpoint.save(folder.path / checkpoint.FILENAME, checkpoint.capture(
                             cfg, algo, state, checkpoint_every, folder.run_id, ledger.state_dict(), done.history,
-                            done.totals, done.round_times))
+                            done.totals, done.round_times, None if privacy is None else privacy.state_dict()))
                 status = " ".join(f"{k}={v:.4f}" for k, v in metrics.items())
                 advance(1, status=f"loss={report.loss:.4f} {status}")
+                if stopped:
+                    break
     except Diverged as err:
         if folder is not None:
             folder.fail(str(err))
@@ -204,8 +222,8 @@ def _train(cfg: RecsysConfig, ratings: Ratings | None, transport: Callable[[Ledg
     finally:
         if folder is not None:
             folder.close()  # metrics.jsonl keeps the finished rounds
-    if scored_at != cfg.train.rounds:  # resumed at the last round: its evaluation, again (same streams, same state)
-        scored_at = cfg.train.rounds
+    if scored_at != len(done.history):  # resumed at the last round: its evaluation, again (same streams and state)
+        scored_at = len(done.history)
         scoring = algo.scoring_state(state, Draws(streams, "recsys-refit", scored_at))
         metrics = {k: done.history[-1][k] for k in ("hr@10", "ndcg@10", "rmse") if k in done.history[-1]}
     summary = complete({
@@ -216,6 +234,7 @@ def _train(cfg: RecsysConfig, ratings: Ratings | None, transport: Callable[[Ledg
         "messages_by_link": dict(ledger.messages_by_link), "bytes_by_kind": dict(ledger.bytes_by_kind),
         "mean_round_s": sum(done.round_times) / max(len(done.round_times), 1),
         "duplicates_removed": ratings.duplicates_removed,
+        **({} if privacy is None else {**privacy.summary(), "rounds_done": len(done.history), "stopped": stopped}),
     }, to_dict(cfg))
     if folder is not None:
         # the top-K lists score with the models the last evaluation measured (fedmeta: the same adaptation)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from fedge.core.privacy import PerSample
 from fedge.models.flat import FlatModel
 
 
@@ -101,4 +102,30 @@ def dense_grad_and_loss(layers: list[DenseLayer], params: torch.Tensor, x: torch
     return grad, loss
 
 
-__all__ = ["DenseLayer", "dense_forward", "dense_grad_and_loss", "dense_layers"]
+def dense_per_sample(layers: list[DenseLayer], params: torch.Tensor, x: torch.Tensor,
+                     y: torch.Tensor) -> tuple[PerSample, torch.Tensor]:
+    """Per-sample gradients of CE(f(params_m, x_mb), y_mb) for DP-SGD, and the per-sample losses [M, B].
+
+    For layer l the gradient of sample b is ∂W = ∂z_b h_bᵀ and ∂b = ∂z_b: weights are kept as the factors
+    (∂z [M, B, out], h [M, B, in]), never as [M, B, out, in] (DP-SGD clips and sums them without forming them:
+    `fedge.core.privacy.PerSample`). Same backward pass as `dense_grad_and_loss`, without the batch mean.
+    """
+    m = y.shape[0]
+    h, inputs, pre_activations = _forward(layers, params, x, record=True)
+    log_probs = torch.log_softmax(h, dim=2)
+    losses = -log_probs.gather(2, y.unsqueeze(2)).squeeze(2)
+    dz = log_probs.exp_()
+    dz.scatter_add_(2, y.unsqueeze(2), torch.full_like(losses, -1.0).unsqueeze(2))
+    grads = PerSample(params.shape[1])
+    for i in range(len(layers) - 1, -1, -1):
+        layer = layers[i]
+        grads.outer.append((layer.weight, dz, inputs[i]))
+        grads.full.append((layer.bias, dz))
+        if i > 0:
+            dz = torch.bmm(dz, params[:, layer.weight].view(m, layer.out_features, layer.in_features))
+            if layers[i - 1].relu:
+                dz.mul_(pre_activations[i - 1] > 0)  # a new tensor: the one kept in `grads` is untouched
+    return grads, losses
+
+
+__all__ = ["DenseLayer", "dense_forward", "dense_grad_and_loss", "dense_layers", "dense_per_sample"]

@@ -30,6 +30,8 @@ from fedge.algorithms.state import DeviceState
 from fedge.core import codec
 from fedge.core.masks import density
 from fedge.messaging import Inbox, Link
+from fedge.privacy.accounting import PrivacyAccountant
+from fedge.runtimes.dp_sgd import DPSGD
 from fedge.runtimes.faults import FaultModel
 from fedge.runtimes.latency import LatencyModel
 from fedge.runtimes.sharing import PeerExchange
@@ -52,10 +54,13 @@ class RoundTimer:
 
 @dataclass
 class RoundEnv:
-    """Runtime models the loop consults each round besides the algorithm: faults and simulated time (both optional)."""
+    """Runtime models the loop consults each round besides the algorithm: faults, simulated time and DP-SGD (all
+    optional)."""
 
     faults: FaultModel | None = None
     latency: LatencyModel | None = None
+    dp_sgd: DPSGD | None = None  # record-level DP-SGD in every device's local training
+    dp_schedule: tuple[torch.Tensor, torch.Tensor] | None = None  # ([N] sampling rate, [N] steps a round) per row
 
 
 @dataclass
@@ -70,11 +75,13 @@ class Federation:
     round: int = 0
     time_total: float = 0.0
     accuracies: torch.Tensor | None = None  # [N] per-row test accuracy at the last evaluation (not checkpointed)
+    accountant: PrivacyAccountant | None = None  # per-device privacy histories (a DP run)
 
     def state_dict(self) -> dict[str, Any]:
         return {"devices": self.devices.state_dict(), "algorithm": self.algorithm.state_dict(),
                 "exchange": self.exchange.state_dict(), "inbox": self.inbox.state_dict(),
-                "neighbours": self.neighbours, "round": self.round, "time_total": self.time_total}
+                "neighbours": self.neighbours, "round": self.round, "time_total": self.time_total,
+                "privacy": self.accountant.state_dict() if self.accountant is not None else None}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.devices = DeviceState.from_state_dict(state["devices"])
@@ -83,6 +90,8 @@ class Federation:
         self.inbox = Inbox.from_state_dict(state["inbox"])
         self.neighbours = state["neighbours"]
         self.round, self.time_total = int(state["round"]), float(state["time_total"])
+        if self.accountant is not None and state.get("privacy") is not None:
+            self.accountant.load_state_dict(state["privacy"])
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -128,8 +137,12 @@ def run_round(fed: Federation, ctx: RunContext, trainer: SequentialTrainer | Bat
     rows = ctx.by_id(torch.nonzero(rnd.participants).flatten())
     penalty = algorithm.combiner.penalty(devices, ctx, rnd, fed.inbox)
     generators = ctx.streams.device_generators("train", ctx.ids[rows], fed.round)
-    losses = (trainer.train_all(devices.bank, devices.masks, devices.momentum, rows, penalty, generators).tolist()
-              if len(rows) else [])
+    dp = {"dp": env.dp_sgd} if env.dp_sgd is not None else {}
+    losses = (trainer.train_all(devices.bank, devices.masks, devices.momentum, rows, penalty, generators,
+                                **dp).tolist() if len(rows) else [])
+    if env.dp_sgd is not None and env.dp_schedule is not None and ctx.privacy is not None and len(rows):
+        rates, steps = env.dp_schedule
+        ctx.privacy.record(rows, env.dp_sgd.noise_multiplier, rates[rows], steps[rows])
     started = timer.add("train", started)
 
     if algorithm.pruner is not None:
@@ -160,6 +173,8 @@ def run_round(fed: Federation, ctx: RunContext, trainer: SequentialTrainer | Bat
         "bytes_edge_total": by_link[Link.DEVICE_EDGE.value],
         "bytes_backhaul_total": by_link[Link.DEVICE_SERVER.value] + by_link[Link.EDGE_CLOUD.value],
     }
+    if ctx.privacy is not None:  # ε so far (the largest over devices), unless the run releases more than it covers
+        metrics["epsilon"] = None if ctx.privacy.assumption_broken else ctx.privacy.epsilon()
     if env.faults is not None and env.faults.enabled:
         metrics["members"] = int(rnd.members.sum())
         metrics["online"] = int(rnd.online.sum()) + dropped

@@ -47,8 +47,12 @@ class PeerExchange:
             versions = self.held[rows, cols].long()
         current = devices.mask_version[cols]
         senders, slot = torch.unique(cols, return_inverse=True)
-        body = Models(devices.bank[senders], slot, devices.masks[senders], ctx.payload_dtype,
-                      mask_known=versions == current)
+        values = devices.bank[senders]
+        if ctx.release is not None:  # the peer mechanism: one noisy release per sender, the same for every receiver
+            base = devices.initial[None, :] * devices.masks[senders]
+            values = ctx.release.release("model", round_number, ctx.ids[senders], base, values,
+                                         devices.masks[senders])
+        body = Models(values, slot, devices.masks[senders], ctx.payload_dtype, mask_known=versions == current)
         got = ctx.transport.send(route(Kind.MODEL, round_number, Role.DEVICE, Role.DEVICE, cols, rows), body,
                                  known=lambda p: self._held_mask(int(cols[p]), int(versions[p])))
         received = got.body

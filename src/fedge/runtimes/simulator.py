@@ -34,6 +34,7 @@ from fedge.runtimes import checkpoint
 from fedge.runtimes.device_threads import intra_op_threads
 from fedge.runtimes.faults import FaultModel
 from fedge.runtimes.latency import LatencyModel
+from fedge.runtimes.privacy import PrivacyRun, peer_release, prepare_privacy
 from fedge.runtimes.rounds import Federation, RoundEnv, RoundTimer, run_round
 from fedge.runtimes.setup import Setup, initial_devices, make_context, prepare, storage_order, stored_devices
 from fedge.runtimes.sharing import PeerExchange
@@ -72,9 +73,12 @@ def checked(metrics: dict[str, Any], where: str, hint: str) -> dict[str, Any]:
 
 def divergence_hint(sim: Simulation) -> str:
     """The settings to look at when `sim`'s model diverges."""
+    hint = "lower train.lr"
     if isinstance(sim.fed.algorithm.combiner, NeighbourRegularizer):
-        return "lower train.lr (or regularizer.lam)"
-    return "lower train.lr"
+        hint += " (or regularizer.lam)"
+    if sim.privacy is not None:
+        hint += "; the DP noise may be too strong: raise privacy.target_epsilon or lower privacy.noise_multiplier"
+    return hint
 
 
 def neighbour_ids(ctx: RunContext, adjacency: torch.Tensor) -> list[list[int]]:
@@ -95,6 +99,7 @@ class Simulation:
     env: RoundEnv
     ledger: Ledger
     timer: RoundTimer
+    privacy: PrivacyRun | None = None
 
     @staticmethod
     def build(config: ExperimentConfig, algorithm_name: str, setup: Setup | None = None,
@@ -107,16 +112,21 @@ class Simulation:
         ledger = Ledger(n)
         ctx = make_context(config, setup, make_transport(config.runtime.transport, ledger, ids), ids)
         devices = initial_devices(config, setup)
-        algorithm = create(algorithm_name, config)
+        effective, algorithm, privacy = prepare_privacy(config, algorithm_name, ctx.data_sizes,
+                                                        lambda c: create(algorithm_name, c))
+        ctx.privacy = privacy.accountant if privacy is not None else None
+        ctx.release = peer_release(privacy, effective, ctx)
         algorithm.start(ctx, devices)
         fed = Federation(devices, algorithm, PeerExchange(n, ctx.dim), Inbox.empty(ctx.dim),
-                         torch.zeros(n, n, dtype=torch.bool))
+                         torch.zeros(n, n, dtype=torch.bool), accountant=ctx.privacy)
         faults = FaultModel.create(config.faults, config.seed, config.rounds, ids, config.hierarchy.clusters)
         latency = (LatencyModel.create(config.latency, config.seed, ids, ctx.data_sizes, config.train.epochs)
                    if config.latency.enabled else None)
-        env = RoundEnv(faults=faults if faults.enabled else None, latency=latency)
+        env = RoundEnv(faults=faults if faults.enabled else None, latency=latency,
+                       dp_sgd=privacy.dp_sgd if privacy is not None else None,
+                       dp_schedule=privacy.dp_schedule if privacy is not None else None)
         trainer = make_trainer(setup.model, stored_devices(setup, ids), config.train)
-        return Simulation(config, setup, ctx, fed, trainer, env, ledger, RoundTimer())
+        return Simulation(config, setup, ctx, fed, trainer, env, ledger, RoundTimer(), privacy)
 
     def step(self) -> dict[str, Any]:
         """Run the next round (evaluating on the configured schedule and in the last round); returns its metrics."""
@@ -127,7 +137,16 @@ class Simulation:
 
     @property
     def done(self) -> bool:
-        return self.fed.round >= self.config.rounds
+        return self.fed.round >= self.config.rounds or (self.privacy is not None and self.privacy.stopped is not None)
+
+    def stop_at_target(self) -> bool:
+        """Before a round: stop (and say why) if it could take a device past `privacy.target_epsilon`."""
+        dp = self.config.privacy
+        if self.privacy is None or dp.calibrate or not self.privacy.would_exceed(dp.target_epsilon):
+            return False
+        self.privacy.stopped = (f"stopped before round {self.fed.round + 1}: it could take a device past "
+                                f"privacy.target_epsilon = {dp.target_epsilon}")
+        return True
 
     def checkpoint(self, algorithm_name: str, every: int, history: list[dict[str, Any]],
                    run_id: str = "") -> checkpoint.Checkpoint:
@@ -160,7 +179,7 @@ def simulate(config: ExperimentConfig, algorithm_name: str, out_dir: str | Path 
     phase_by_round: list[dict[str, float]] = []  # this process's rounds only (not those before a resume)
     previous: dict[str, float] = {}
     try:
-        while not sim.done:
+        while not sim.done and not sim.stop_at_target():
             metrics = checked(sim.step(), f"{algorithm_name} round {sim.fed.round}", hint)
             history.append(metrics)
             phase_by_round.append({k: v - previous.get(k, 0.0) for k, v in sim.timer.seconds.items()})
@@ -196,6 +215,8 @@ def simulate(config: ExperimentConfig, algorithm_name: str, out_dir: str | Path 
         "phase_seconds_by_round": phase_by_round,
         "model_parameters": sim.setup.model.dim,
     })
+    if sim.privacy is not None:
+        summary["privacy"] = sim.privacy.summary(sim.ctx, config.privacy)
     summary = complete(summary, to_dict(config))
     if folder:
         folder.finish(summary)

@@ -9,7 +9,8 @@ Two interchangeable trainers implement `train_all` / `evaluate_all`:
 
 Both follow the same rule per step: gradient of the mean cross-entropy on the device's minibatch, plus the
 algorithm's penalty gradient (λ·∇h_i, neighbours held fixed), plus weight decay, masked (pruned coordinates get no
-gradient and, being zero, stay exactly zero), optional momentum, then x ← x − lr·g.
+gradient and, being zero, stay exactly zero), optional momentum, then x ← x − lr·g. With `dp`, the gradient is
+DP-SGD's (Abadi et al. 2016): Poisson-sampled batches, per-sample gradients clipped, noised (`dp_sgd.py`).
 """
 
 from __future__ import annotations
@@ -27,8 +28,10 @@ from fedge.models.flat import FlatModel
 from fedge.runtimes.batches import Stacked, batch_plan
 from fedge.runtimes.dense_stack import dense_forward, dense_grad_and_loss, dense_layers
 from fedge.runtimes.device_threads import Replica, available_cores, for_each_on_threads
+from fedge.runtimes.dp_sgd import DPSGD, needs_dp_path, train_batched, train_sequential
 
 Penalty = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Gradient = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], tuple[torch.Tensor, torch.Tensor, object]]
 
 
 class _Base:
@@ -143,8 +146,12 @@ class SequentialTrainer(_Base):
         x.add_(grad, alpha=-self.cfg.lr)
 
     def train_all(self, bank: torch.Tensor, masks: torch.Tensor, momentum: torch.Tensor | None,
-                  devices: torch.Tensor, penalty: Penalty | None, generators: list[torch.Generator]) -> torch.Tensor:
-        """Train rows `devices` in place; `generators[k]` shuffles device k's samples. Returns mean losses [M]."""
+                  devices: torch.Tensor, penalty: Penalty | None, generators: list[torch.Generator],
+                  dp: DPSGD | None = None) -> torch.Tensor:
+        """Train rows `devices` in place; `generators[k]` shuffles device k's samples (and, with `dp`, Poisson-samples
+        them and draws its noise: `dp_sgd.py`). Returns mean losses [M]."""
+        if dp is not None and needs_dp_path(dp, self.model, self.cfg.model):
+            return train_sequential(self, bank, masks, momentum, devices, penalty, generators, dp)
         plan = batch_plan([self.train_data.sizes[i] for i in devices.tolist()], self.cfg.epochs,
                           self.cfg.batch_size, generators)
         losses = torch.zeros(len(devices))
@@ -197,29 +204,43 @@ class BatchedTrainer(_Base):
                       else vmap(grad_and_value(self._loss)))
 
     def train_all(self, bank: torch.Tensor, masks: torch.Tensor, momentum: torch.Tensor | None,
-                  devices: torch.Tensor, penalty: Penalty | None, generators: list[torch.Generator]) -> torch.Tensor:
-        """Train rows `devices` in place; `generators[k]` shuffles device k's samples. Returns mean losses [M]."""
+                  devices: torch.Tensor, penalty: Penalty | None, generators: list[torch.Generator],
+                  dp: DPSGD | None = None) -> torch.Tensor:
+        """Train rows `devices` in place; `generators[k]` shuffles device k's samples (and, with `dp`, Poisson-samples
+        them and draws its noise: `dp_sgd.py`). Returns mean losses [M]."""
+        if dp is not None and needs_dp_path(dp, self.model, self.cfg.model):
+            return train_batched(self, bank, masks, momentum, devices, penalty, generators, dp)
         plan = batch_plan([self.train_data.sizes[i] for i in devices.tolist()], self.cfg.epochs,
                           self.cfg.batch_size, generators)
-        step_counts = plan.steps
+
+        def gradient(rows: torch.Tensor, ids: torch.Tensor, x: torch.Tensor,
+                     step: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+            xb, yb, valid = self.train_data.gather(ids, plan.batches[plan.start[rows] + step])
+            grad, loss = self._grad(x, xb, yb, valid.to(x.dtype))
+            return grad, loss, 1.0
+
+        return self.lockstep(bank, masks, momentum, devices, penalty, plan.steps, self.chunk, gradient)
+
+    def lockstep(self, bank: torch.Tensor, masks: torch.Tensor, momentum: torch.Tensor | None, devices: torch.Tensor,
+                 penalty: Penalty | None, step_counts: torch.Tensor, chunk: int, gradient: Gradient) -> torch.Tensor:
+        """Train rows `devices` for `step_counts` steps each, `chunk` devices at a time; `gradient(rows, ids, x,
+        step)` gives the active devices' (gradient, loss, loss weight) at `step` (`rows`: their positions in
+        `devices`, `x`: their parameters). Returns each device's loss sum over its loss weight."""
         order = torch.sort(step_counts, descending=True, stable=True).indices
         losses = torch.zeros(len(devices))
-        for start in range(0, len(devices), self.chunk):
-            rows = order[start:start + self.chunk]
+        for start in range(0, len(devices), chunk):
+            rows = order[start:start + chunk]
             ids = devices[rows]
             counts = step_counts[rows].tolist()
-            first_step = plan.start[rows]
             x = bank[ids].clone()
             keep = masks[ids].to(x.dtype)
             buf = momentum[ids].clone() if momentum is not None else None
-            total = torch.zeros(len(ids))
+            total, weight = torch.zeros(len(ids)), torch.zeros(len(ids))
             active = len(ids)
             for step in range(counts[0] if counts else 0):
                 while active > 0 and counts[active - 1] <= step:
                     active -= 1  # sorted: the devices still training are the first `active` rows
-                local = plan.batches[first_step[:active] + step]
-                xb, yb, valid = self.train_data.gather(ids[:active], local)
-                grad, loss = self._grad(x[:active], xb, yb, valid.to(x.dtype))
+                grad, loss, taken = gradient(rows[:active], ids[:active], x[:active], step)
                 with torch.no_grad():
                     new, new_buf = self._apply(x[:active], grad, keep[:active], ids[:active], penalty,
                                                None if buf is None else buf[:active])
@@ -231,10 +252,11 @@ class BatchedTrainer(_Base):
                         if buf is not None and new_buf is not None:
                             buf[:active] = new_buf
                 total[:active] += loss.detach()
+                weight[:active] += taken
             bank[ids] = x
             if momentum is not None and buf is not None:
                 momentum[ids] = buf
-            losses[rows] = total / step_counts[rows].clamp_min(1).to(total.dtype)
+            losses[rows] = total / weight.clamp_min(1)
         return losses
 
 

@@ -4,8 +4,9 @@
   regularizer (3)-(4) during the next round's local training. The device's own model is not overwritten: it stays
   personalized.
 * `NeighbourAveraging` (dfl): replace the own model by the uniform average of itself and what it received (D-PSGD).
-* `ServerAveraging` (fedavg): participants download the server's model (unless they still hold it), train, upload;
-  the server averages the uploads weighted by data size. `ClientSampling` picks the participants.
+* `ServerAveraging` (fedavg): participants download the server's model (unless they still hold it), train and
+  upload their update; the server adds the average of the updates, weighted by data size. `ClientSampling` (or, with
+  user-level DP, `PoissonSampling`) picks the participants.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from fedge.algorithms.base import Combiner, Penalty, Sampler
 from fedge.algorithms.context import Round, RunContext
 from fedge.algorithms.state import DeviceState
 from fedge.core import regularizer
-from fedge.core.aggregation import accumulate_in_order, positions_within, weighted_average
+from fedge.core.aggregation import accumulate_in_order, positions_within
 from fedge.experiment import RegularizerConfig, ServerConfig
 from fedge.messaging import Inbox, Kind, Models, Role, route
+from fedge.privacy.mechanisms import UserLevel
 
 
 class NeighbourRegularizer(Combiner):
@@ -113,17 +115,70 @@ class ClientSampling(Sampler):
         return sampled
 
 
+class PoissonSampling(Sampler):
+    """Each online device takes part with probability q, independently (its own "dp-sampling" draw of the round):
+    the sampling user-level DP accounting assumes (McMahan et al. 2018). q = 1 takes everyone and draws nothing."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+
+    def participants(self, ctx: RunContext, round_number: int, online: torch.Tensor) -> torch.Tensor:
+        if self.rate >= 1:
+            return online
+        draws = ctx.streams.uniform("dp-sampling", round_number, ctx.ids, 1)[:, 0]
+        return online & (draws < self.rate)
+
+
+def aggregate_updates(ctx: RunContext, values: torch.Tensor, from_rows: torch.Tensor, weighting: str,
+                      dp: UserLevel | None, population: torch.Tensor, generator: torch.Generator | None
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the step to add to the aggregator's model, the weight mass of the senders) from the received updates
+    `values` [P, d] of devices `from_rows`.
+
+    Without DP: Σ_k w_k Δ_k / Σ_k w_k over the senders, summed in sender-id order. With user-level DP: the same
+    weighted sum plus the Gaussian noise of `dp`, divided by the expected weight q·W of the `population` ([N] bool:
+    the devices the aggregator sampled from) — a fixed denominator, so that one device moves the step by at most
+    w_max·C / (q·W). With adaptive clipping a trailing coordinate of each upload carries the device's "within C" bit.
+    """
+    order = torch.argsort(ctx.ids[from_rows])
+    if not torch.equal(order, torch.arange(len(order))):
+        values, from_rows = values[order], from_rows[order]
+    weights = client_weights(weighting, ctx.data_sizes[from_rows])
+    if dp is None:
+        return (weights.to(values.dtype) @ values) / weights.sum(), weights.sum()
+    adaptive = dp.cfg.adaptive_clipping
+    updates, within = (values[:, :-1], values[:, -1]) if adaptive else (values, torch.ones(len(values)))
+    pool = client_weights(weighting, ctx.data_sizes[ctx.by_id(torch.nonzero(population).flatten())])
+    assert generator is not None
+    noisy = dp.noisy_sum(weights.to(values.dtype) @ updates, float(pool.max()) if len(pool) else 0.0, generator)
+    dp.adapt(within, int(population.sum()), generator)
+    return noisy / (dp.cfg.sample_rate * pool.sum()), weights.sum()
+
+
+def upload_body(updates: torch.Tensor, dp: UserLevel | None, value_dtype: str) -> Models:
+    """What participants upload: their updates; under user-level DP clipped to C (and, with adaptive clipping, with a
+    trailing "within C" bit)."""
+    if dp is None:
+        return Models.one_each(updates, value_dtype=value_dtype)
+    clipped, within = dp.clip(updates)
+    if dp.cfg.adaptive_clipping:
+        clipped = torch.cat([clipped, within[:, None]], dim=1)
+    return Models.one_each(clipped, value_dtype=value_dtype)
+
+
 class ServerAveraging(Combiner):
     """FedAvg's server (in the cloud: every message crosses the device-server link).
 
     A participant downloads the server's model at the start of a round unless its own model still is that model
-    (everyone starts with the common initialisation x0); after training it uploads its model, and the server
-    replaces its model by the average of the uploads it received, weighted by data size, in sender-id order.
-    Devices are evaluated with the server's model: it is what any member would download next.
+    (everyone starts with the common initialisation x0); after training it uploads its update (its model minus the
+    server's), and the server adds the average of the updates it received, weighted by data size, in sender-id
+    order (`aggregate_updates`; with user-level DP, clipped updates and a noisy sum). Devices are evaluated with
+    the server's model: it is what any member would download next.
     """
 
-    def __init__(self, cfg: ServerConfig) -> None:
+    def __init__(self, cfg: ServerConfig, dp: UserLevel | None = None) -> None:
         self.cfg = cfg
+        self.dp = dp
         self.model = torch.zeros(0)  # [d]: the global model
         self.version = 0  # increments with every aggregation
         self.held = torch.zeros(0, dtype=torch.long)  # [N]: version of the server's model a device's row holds; -1
@@ -145,24 +200,32 @@ class ServerAveraging(Combiner):
 
     def combine(self, devices: DeviceState, ctx: RunContext, rnd: Round, inbox: Inbox) -> None:
         senders = ctx.by_id(torch.nonzero(rnd.participants).flatten())
+        if self.dp is not None:  # every online device was subject to the sampling
+            self.dp.observe_population(int(rnd.online.sum()))
+            if ctx.privacy is not None:
+                ctx.privacy.record(torch.nonzero(rnd.online).flatten(), self.dp.update_noise_multiplier,
+                                   self.dp.cfg.sample_rate)
         if len(senders) == 0:
             return
         self.held[senders] = -1  # they trained: their rows are no longer the server's model
+        updates = rows_of(devices.bank, senders) - self.model[None, :]
         up = ctx.transport.gather(route(Kind.MODEL, rnd.number, Role.DEVICE, Role.SERVER, senders, 0),
-                                  Models.one_each(rows_of(devices.bank, senders), value_dtype=ctx.payload_dtype))
+                                  upload_body(updates, self.dp, ctx.payload_dtype))
         assert isinstance(up.body, Models)
-        values, from_rows = up.body.rows(), up.route.senders
-        order = torch.argsort(ctx.ids[from_rows])  # the sum runs in sender-id order
-        if not torch.equal(order, torch.arange(len(order))):
-            values, from_rows = values[order], from_rows[order]
-        self.model = weighted_average(values, client_weights(self.cfg.weighting, ctx.data_sizes[from_rows]))
+        generator = ctx.streams.generator("dp-noise", -1, rnd.number) if self.dp is not None else None
+        step, _ = aggregate_updates(ctx, up.body.rows(), up.route.senders, self.cfg.weighting, self.dp, rnd.online,
+                                    generator)
+        self.model = self.model + step
         self.version += 1
 
     def served(self, devices: DeviceState, ctx: RunContext, rnd: Round) -> torch.Tensor:
         return self.model[None, :].expand(devices.num_devices, -1)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "version": self.version, "held": self.held}
+        return {"model": self.model, "version": self.version, "held": self.held,
+                "dp": self.dp.state_dict() if self.dp is not None else None}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model, self.version, self.held = state["model"], int(state["version"]), state["held"]
+        if self.dp is not None and state.get("dp") is not None:
+            self.dp.load_state_dict(state["dp"])

@@ -30,13 +30,14 @@ from typing import Any
 import torch
 
 from fedge.algorithms.base import Combiner
-from fedge.algorithms.components.combining import client_weights
+from fedge.algorithms.components.combining import aggregate_updates, upload_body
 from fedge.algorithms.context import Round, RunContext
 from fedge.algorithms.state import DeviceState
 from fedge.core.aggregation import weighted_average
 from fedge.core.similarity import overlap_cosine
 from fedge.experiment import HierarchyConfig, ServerConfig
 from fedge.messaging import Inbox, Kind, Models, Role, route
+from fedge.privacy.mechanisms import UserLevel
 
 
 def similarity_clusters(updates: torch.Tensor, masks: torch.Tensor, clusters: int) -> torch.Tensor:
@@ -55,8 +56,8 @@ def similarity_clusters(updates: torch.Tensor, masks: torch.Tensor, clusters: in
 
 
 class EdgeCloudAveraging(Combiner):
-    def __init__(self, cfg: HierarchyConfig, server: ServerConfig) -> None:
-        self.cfg, self.weighting = cfg, server.weighting
+    def __init__(self, cfg: HierarchyConfig, server: ServerConfig, dp: UserLevel | None = None) -> None:
+        self.cfg, self.weighting, self.dp = cfg, server.weighting, dp
         k = cfg.clusters
         self.cluster: torch.Tensor | None = None  # [N] home cluster of each row, fixed at the first aggregation
         self.models = torch.zeros(k + 1, 0)  # [K+1, d]: edge servers' models; row K: the cloud's
@@ -149,24 +150,30 @@ class EdgeCloudAveraging(Combiner):
         if len(senders) == 0:
             return
         self.held[senders] = -1  # they trained: their rows are no longer their edge server's model
+        if self.dp is not None and ctx.privacy is not None:  # every online device was subject to the sampling
+            self.dp.observe_population(int(rnd.online.sum()))
+            ctx.privacy.record(torch.nonzero(rnd.online).flatten(), self.dp.update_noise_multiplier,
+                               self.dp.cfg.sample_rate)
         masses = torch.zeros(k + 1)
         for to_cloud in (False, True):
             mine = senders[(self.group[senders] == k) == to_cloud]
             if len(mine) == 0:
                 continue
             receiver_role, receivers = (Role.SERVER, 0) if to_cloud else (Role.EDGE, self.group[mine])
+            updates = devices.bank[mine] - self.models[self.group[mine]]
             up = ctx.transport.gather(route(Kind.MODEL, rnd.number, Role.DEVICE, receiver_role, mine, receivers),
-                                      Models.one_each(devices.bank[mine], value_dtype=ctx.payload_dtype))
+                                      upload_body(updates, self.dp, ctx.payload_dtype))
             assert isinstance(up.body, Models)
             values, from_rows = up.body.rows(), up.route.senders
             at = up.route.receivers if not to_cloud else torch.full_like(from_rows, k)
-            weights = client_weights(self.weighting, ctx.data_sizes[from_rows])
             for g in torch.unique(at).tolist():
                 here = torch.nonzero(at == g).flatten()
-                here = here[torch.argsort(ctx.ids[from_rows[here]])]
-                self.models[g] = weighted_average(values[here], weights[here])
+                population = rnd.online & (self.group == g)
+                generator = ctx.streams.generator("dp-noise", g, rnd.number) if self.dp is not None else None
+                step, masses[g] = aggregate_updates(ctx, values[here], from_rows[here], self.weighting, self.dp,
+                                                    population, generator)
+                self.models[g] = self.models[g] + step
                 self.version[g] = self._new_version()
-                masses[g] = weights[here].sum()
         if rnd.number % self.cfg.kappa2 == 0:
             self._cloud_round(ctx, rnd, masses)
 
@@ -202,8 +209,10 @@ class EdgeCloudAveraging(Combiner):
 
     def state_dict(self) -> dict[str, Any]:
         return {"cluster": self.cluster, "models": self.models, "version": self.version, "latest": self.latest,
-                "held": self.held, "group": self.group}
+                "held": self.held, "group": self.group, "dp": self.dp.state_dict() if self.dp is not None else None}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.cluster, self.models, self.version = state["cluster"], state["models"], state["version"]
         self.latest, self.held, self.group = int(state["latest"]), state["held"], state["group"]
+        if self.dp is not None and state.get("dp") is not None:
+            self.dp.load_state_dict(state["dp"])

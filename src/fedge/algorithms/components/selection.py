@@ -52,6 +52,8 @@ class FixedTopology(Selector):
 class SimilaritySelection(Selector):
     """Score-based selection: cosine ≥ δ within [k_min, k_max] (dpmn) or the k nearest by distance (dpcg)."""
 
+    probes = True
+
     def __init__(self, cfg: NeighbourConfig, metric: str = "cosine") -> None:
         if metric not in ("cosine", "euclidean"):
             raise ValueError(f"unknown similarity metric {metric!r}")
@@ -109,9 +111,13 @@ class SimilaritySelection(Selector):
         answering, asking = requests.route.receivers, requests.route.senders
         senders, slot = torch.unique(answering, return_inverse=True)
         start, stop = self._scope(ctx)
+        masks = devices.masks[senders, start:stop]
         sketch = devices.updates(start, stop)[senders] if self.metric == "cosine" else \
             devices.bank[senders, start:stop]
-        body = Models(sketch, slot, devices.masks[senders, start:stop], "fp16")
+        if ctx.release is not None:  # the peer mechanism: the sketch is a noisy release too
+            base = torch.zeros_like(sketch) if self.metric == "cosine" else devices.initial[None, start:stop] * masks
+            sketch = ctx.release.release("sketch", rnd.number, ctx.ids[senders], base, sketch, masks)
+        body = Models(sketch, slot, masks, "fp16")
         replies = ctx.transport.send(route(Kind.PROBE, rnd.number, Role.DEVICE, Role.DEVICE, answering, asking), body)
         received = replies.body
         assert isinstance(received, Models)
@@ -205,6 +211,8 @@ def stalest_first(selection: SimilaritySelection, ctx: RunContext, round_number:
 
 class RandomLikeSelection(Selector):
     """dpmn-r: as many neighbours as DPMN's rule would pick, but drawn uniformly from the participating candidates."""
+
+    probes = True
 
     def __init__(self, cfg: NeighbourConfig) -> None:
         self.inner = SimilaritySelection(cfg, "cosine")

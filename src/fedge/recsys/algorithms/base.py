@@ -19,6 +19,7 @@ import torch
 from fedge.core.streams import Streams
 from fedge.messaging import Ledger, Transport, make_transport
 from fedge.recsys.config import RecsysConfig
+from fedge.recsys.dp import UserLevelDP
 from fedge.recsys.draws import Draws
 from fedge.recsys.models import Model, make_model
 from fedge.recsys.protocol import RecData
@@ -42,8 +43,10 @@ class RoundReport:
 
 
 class Context:
-    """What an algorithm is built from: the config, the data, the run's random streams (default: of `cfg.seed`) and
-    the transport its messages cross (default: `cfg.runtime.transport` over a fresh ledger, one device per user)."""
+    """What an algorithm is built from: the config, the data, the run's random streams (default: of `cfg.seed`),
+    the transport its messages cross (default: `cfg.runtime.transport` over a fresh ledger, one device per user) and,
+    under `privacy.mechanism: user`, the user-level DP mechanism's state (`privacy`: who takes part, the clipping
+    norm, the accountant; `fedge.recsys.dp`)."""
 
     def __init__(self, cfg: RecsysConfig, data: RecData, streams: Streams | None = None,
                  transport: Transport | None = None) -> None:
@@ -52,6 +55,8 @@ class Context:
         self.streams = streams if streams is not None else Streams(cfg.seed)
         self.transport = (transport if transport is not None
                           else make_transport(cfg.runtime.transport, Ledger(data.num_users)))
+        self.privacy = (UserLevelDP(cfg.privacy, data.num_users, cfg.train.rounds, self.streams)
+                        if cfg.privacy.mechanism == "user" else None)
 
     def draws(self, purpose: str, rnd: int) -> Draws:
         return Draws(self.streams, purpose, rnd)

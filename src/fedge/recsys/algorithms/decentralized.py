@@ -64,6 +64,7 @@ class Decentralized:
             if len(mine):
                 at = Endpoint(Role.EDGE, edge)
                 uploads = self.inner.client_round(view, mine, rnd, at)
+                assert uploads is not None
                 profile = self.inner.receive(view, uploads, rnd, at).item_count
                 self._losses.append(uploads.loss)
             self._profiles.append(profile)

@@ -6,6 +6,10 @@ tensors, keeps the new user row on the device, and uploads only the deltas of th
 averages each item over the clients that touched it and the dense tensors over all clients, reading only the
 messages it received (`fedge.recsys.exchange`). Decentralized runs use the same rounds with an edge server as the
 aggregator (`at`).
+
+Under user-level DP (`ctx.privacy`, `fedge.recsys.dp`; McMahan et al. 2018) each client clips its whole upload to C
+before sending it, and the server replaces the averages by the noisy sums over the whole model divided by the
+expected number of participants; a round nobody was sampled for still releases noise.
 """
 
 from __future__ import annotations
@@ -51,8 +55,11 @@ class FederatedRecommender:
         rows = [self.model.init_user(1, streams.generator("recsys-init-user", u)) for u in range(data.num_users)]
         return RecState(shared, torch.cat(rows))
 
-    def client_round(self, state: RecState, users: torch.Tensor, rnd: int, at: Endpoint = SERVER) -> Uploads:
-        """Download, local training and the deltas each client will upload (user rows stay in `state.user`)."""
+    def client_round(self, state: RecState, users: torch.Tensor, rnd: int, at: Endpoint = SERVER) -> Uploads | None:
+        """Download, local training and the deltas each client will upload (user rows stay in `state.user`),
+        clipped on the device under user-level DP. None when nobody takes part (possible with Poisson sampling)."""
+        if len(users) == 0:
+            return None
         data, train = self.ctx.data, self.ctx.cfg.train
         draws = self.ctx.draws("recsys-train", rnd)
         batch = make_batch(data, users, self.ctx.cfg.data.num_negatives, draws)
@@ -67,19 +74,26 @@ class FederatedRecommender:
         state.user[users] = copies.user.detach()  # stays on the device
         item_delta = copies.item.detach() - held.item_rows
         dense_delta = {k: v.detach() - held.dense[k] for k, v in copies.dense.items()}
-        return Uploads(len(users), data.num_items, pairs.client, pairs.item, item_delta, dense_delta,
-                       mode=train.upload, loss=loss, users=users)
+        uploads = Uploads(len(users), data.num_items, pairs.client, pairs.item, item_delta, dense_delta,
+                          mode=train.upload, loss=loss, users=users)
+        return uploads if self.ctx.privacy is None else self.ctx.privacy.clip(uploads)
 
-    def receive(self, state: RecState, uploads: Uploads, rnd: int, at: Endpoint = SERVER) -> Aggregate:
-        """The uploads cross to the aggregator, which steps its model with the average of what it received."""
-        got = self.link.upload(uploads, rnd, at)
+    def receive(self, state: RecState, uploads: Uploads | None, rnd: int, at: Endpoint = SERVER) -> Aggregate:
+        """The uploads cross to the aggregator, which steps its model with the average of what it received (under
+        user-level DP: with the noisy sum over the whole model divided by the expected number of participants)."""
+        privacy = self.ctx.privacy
+        if privacy is None:
+            assert uploads is not None
+            got = self.link.upload(uploads, rnd, at)
+        else:
+            got = privacy.release(state.shared, None if uploads is None else self.link.gather(uploads, rnd, at), rnd)
         self.server_optimizer(state).step(state.shared, got.item_mean, got.item_count, got.dense_mean)
         return got
 
     def server_aggregate(self, state: RecState, uploads: Uploads | None, rnd: int) -> RoundReport:
-        assert uploads is not None
+        assert uploads is not None or self.ctx.privacy is not None
         self.receive(state, uploads, rnd)
-        return RoundReport(loss=uploads.loss)
+        return RoundReport(loss=0.0 if uploads is None else uploads.loss)
 
     def refit_user_rows(self, state: RecState, users: torch.Tensor, draws: Draws) -> torch.Tensor:
         """Each of `users` refits a copy of its private row to the current shared model on its own training data

@@ -1,0 +1,152 @@
+"""What record-level DP-SGD costs: one local epoch of DP-SGD against one without DP, on the same devices.
+
+    python -m benchmarks.dp_sgd_cost --repeats 5
+
+Workloads: LeNet-5 on the offline digits default (20 devices, the sequential trainer on device threads), the MLP on
+Synthetic (100 devices, the batched trainer), and LeNet-5 on 28x28 inputs (20 devices x 600, batch 32: the scale of
+Opacus's MNIST figure), each with the trainer and intra-op threads a run would use (`make_trainer`, `run_threads`).
+The issue's target is a DP-SGD step at most 1.6x a plain step (Opacus's own CPU ratio on MNIST). Per repeat both
+are timed back to back in alternating order; the ratio is per step (DP-SGD's step count, `dp_sgd_schedule`, can be
+one less per epoch than the plain one). `--torch-func` adds the LeNet-5 workloads with per-sample gradients from
+`torch.func.vmap` instead of the layer hooks, the approach the hooks replaced. A measurement, not a test; results go
+to benchmarks/results/ with the machine (`fedge.runfolder.environment()`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import torch
+
+from benchmarks.workloads import Workload, experiment, lenet_federation
+from fedge.config import build
+from fedge.core.streams import Streams
+from fedge.experiment import ExperimentConfig
+from fedge.runfolder import environment
+from fedge.runtimes import dp_sgd
+from fedge.runtimes.batches import batch_plan
+from fedge.runtimes.device_threads import intra_op_threads
+from fedge.runtimes.dp_sgd import DPSGD, dp_sgd_schedule
+from fedge.runtimes.setup import Setup, prepare
+from fedge.runtimes.trainer import BatchedTrainer, SequentialTrainer, make_trainer, run_threads
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def digits(seed: int) -> tuple[ExperimentConfig, Setup]:
+    """The offline default: LeNet-5 on the 8x8 digits, 20 devices, batch 16."""
+    config = build(ExperimentConfig, {"seed": seed, "train": {"epochs": 1}})
+    return config, prepare(config)
+
+
+def synthetic(seed: int) -> tuple[ExperimentConfig, Setup]:
+    """The MLP on FedProx's Synthetic(1, 1), 100 devices (heavy-tailed sizes), batch 16."""
+    config = build(ExperimentConfig, {"seed": seed, "data": {"dataset": "synthetic", "devices": 100},
+                                      "train": {"model": "mlp", "epochs": 1}})
+    return config, prepare(config)
+
+
+def mnist_shaped(seed: int) -> tuple[ExperimentConfig, Setup]:
+    """LeNet-5 on 28x28 inputs (benchmarks.workloads, synthetic MNIST-shaped), 20 devices x 600 samples, batch 32:
+    the scale of Opacus's MNIST reference."""
+    workload = Workload("lenet5-20x600", "lenet5", 20, 600, ("fedavg",))
+    config = experiment(workload, "fedavg", 1, seed, 0)
+    return config, prepare(config, lenet_federation(workload, seed))
+
+
+WORKLOADS: dict[str, Callable[[int], tuple[ExperimentConfig, Setup]]] = {
+    "lenet5-digits-20": digits, "mlp-synthetic-100": synthetic, "lenet5-28x28-20x600": mnist_shaped}
+
+
+def epoch_seconds(trainer: SequentialTrainer | BatchedTrainer, setup: Setup, dp: DPSGD | None, seed: int) -> float:
+    """Seconds of one local epoch of every device from x0 (dense masks, no penalty, no momentum)."""
+    n = len(setup.data.devices)
+    bank = setup.initial.expand(n, -1).clone()
+    masks = torch.ones_like(bank, dtype=torch.bool)
+    generators = Streams(seed).device_generators("train", torch.arange(n), 1)
+    started = time.perf_counter()
+    trainer.train_all(bank, masks, None, torch.arange(n), None, generators, dp=dp)
+    return time.perf_counter() - started
+
+
+def measure(name: str, dp: DPSGD, repeats: int, seed: int, functional: bool, threads: int = 0) -> dict[str, Any]:
+    config, setup = WORKLOADS[name](seed)
+    config.train.threads = threads or config.train.threads
+    trainer = make_trainer(setup.model, setup.data.devices, config.train)
+    sizes = [len(d.y_train) for d in setup.data.devices]
+    plain_steps = int(batch_plan(sizes, 1, config.train.batch_size,
+                                 Streams(seed).device_generators("train", torch.arange(len(sizes)), 1)).steps.sum())
+    dp_steps = int(dp_sgd_schedule(sizes, 1, config.train.batch_size)[1].sum())
+    patch = mock.patch.object(dp_sgd, "taps_cover", lambda _model: False) if functional else None
+    plain, private = [], []
+    with intra_op_threads(run_threads(setup.model, config.train)):
+        if patch is not None:
+            patch.start()
+        try:
+            epoch_seconds(trainer, setup, dp, seed)  # warm-up: first calls, allocator, vmap tracing
+            epoch_seconds(trainer, setup, None, seed)
+            for repeat in range(repeats):
+                for which in ((None, dp) if repeat % 2 == 0 else (dp, None)):
+                    (plain if which is None else private).append(epoch_seconds(trainer, setup, which, seed + repeat))
+        finally:
+            if patch is not None:
+                patch.stop()
+    ratios = [(p / dp_steps) / (q / plain_steps) for p, q in zip(private, plain, strict=True)]
+    return {
+        "workload": name + ("-torch.func" if functional else ""),
+        "trainer": type(trainer).__name__, "train_threads": config.train.threads,
+        "devices": len(sizes), "samples": sum(sizes), "batch_size": config.train.batch_size,
+        "steps": {"plain": plain_steps, "dp_sgd": dp_steps},
+        "epoch_seconds": {"plain": plain, "dp_sgd": private},
+        "median_epoch_seconds": {"plain": statistics.median(plain), "dp_sgd": statistics.median(private)},
+        "step_ratio": {"per_repeat": ratios, "median": statistics.median(ratios), "min": min(ratios),
+                       "max": max(ratios), "of_fastest": (min(private) / dp_steps) / (min(plain) / plain_steps)},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--noise-multiplier", type=float, default=1.0)
+    parser.add_argument("--max-grad-norm", type=float, default=1.0)
+    parser.add_argument("--only", action="append", choices=sorted(WORKLOADS), help="run only these workloads")
+    parser.add_argument("--threads", type=int, default=0, help="train.threads (0: as a run, every core)")
+    parser.add_argument("--torch-func", action="store_true", help="also LeNet-5 with vmap per-sample gradients")
+    parser.add_argument("--out", type=Path, help="JSON path (default benchmarks/results/dp-sgd-cost-DATE.json)")
+    args = parser.parse_args(argv)
+    dp = DPSGD(args.noise_multiplier, args.max_grad_norm)
+    results = []
+    for name in args.only or list(WORKLOADS):
+        runs = [False, True] if args.torch_func and name.startswith("lenet5") else [False]
+        for functional in runs:
+            result = measure(name, dp, args.repeats, args.seed, functional, args.threads)
+            results.append(result)
+            med = result["median_epoch_seconds"]
+            ratio = result["step_ratio"]
+            print(f"{result['workload']} ({result['trainer']}): plain {med['plain']:.3f} s, DP-SGD "
+                  f"{med['dp_sgd']:.3f} s per epoch; DP-SGD step / plain step {ratio['median']:.2f}x "
+                  f"(min {ratio['min']:.2f}, max {ratio['max']:.2f}, fastest epochs {ratio['of_fastest']:.2f}; "
+                  "target <= 1.6)", flush=True)
+    report = {"benchmark": "dp_sgd_cost", "dp": {"noise_multiplier": dp.noise_multiplier,
+                                                   "max_grad_norm": dp.max_grad_norm},
+              "repeats": args.repeats, "results": results, "environment": environment(),
+              "date": datetime.date.today().isoformat()}
+    suffix = f"-threads{args.threads}" if args.threads else ""
+    out = args.out or RESULTS / f"dp-sgd-cost{suffix}-{report['date']}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
