@@ -5,6 +5,7 @@ seeds, σ calibrated for each ε, and write a table (sweep.md, sweep.csv, sweep.
     fedge privacy-sweep --algorithm fedavg --mechanism user --seeds 0,1,2 --out runs/dp-fedavg
     fedge privacy-sweep --algorithm dpmn --mechanism dp-sgd --set pruning.tolerance=1 --out runs/dp-dpmn
     fedge privacy-sweep --recsys --config configs/recsys-fedmf.yaml --data-dir DIR --out runs/dp-fedmf
+    fedge privacy-sweep --combine runs/dp-fedavg runs/dp-dpmn --out accuracy_vs_epsilon.png
 """
 
 from __future__ import annotations
@@ -42,12 +43,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override a config key of the command swept (repeatable)")
     parser.add_argument("--out", type=Path, default=Path("runs/privacy-sweep"), help="output folder")
     parser.add_argument("--no-progress", action="store_true", help="no per-run lines")
+    parser.add_argument("--combine", type=Path, nargs="+", metavar="SWEEP_DIR",
+                        help="train nothing: draw these finished sweeps in one plot, --out FILE.png")
 
 
 def main(args: argparse.Namespace) -> int:
     from fedge.output import console
-    from fedge.reproduce.privacy_sweep import run_sweep, write
+    from fedge.reproduce.privacy_sweep import combine, run_sweep, write
 
+    if args.combine:
+        missing = [str(folder) for folder in args.combine if not (folder / "sweep.json").is_file()]
+        if missing:
+            raise ConfigError(f"--combine: no finished sweep (sweep.json) in {', '.join(missing)}")
+        if args.out.suffix != ".png":
+            raise ConfigError(f"--out: with --combine, the plot to write (a .png file), got {args.out}")
+        combine(args.combine, args.out)
+        print(f"wrote {args.out}")
+        return 0
     epsilons = _numbers(args.epsilons, "--epsilons")
     if any(math.isnan(e) or e <= 0 for e in epsilons):
         raise ConfigError(f"--epsilons: every ε must be > 0 (inf for no DP), got {args.epsilons}")
@@ -62,7 +74,11 @@ def main(args: argparse.Namespace) -> int:
     mechanism = args.mechanism or ("user" if args.recsys or name in ("fedavg", "hfl") else "dp-sgd")
 
     def report(run: Any) -> None:
-        if not args.no_progress:
+        if args.no_progress:
+            return
+        if run.diverged:
+            console.print(f"ε={run.epsilon:g} seed {run.seed}: diverged — {run.diverged}", markup=False)
+        else:
             console.print(f"ε={run.epsilon:g} seed {run.seed}: {quality} {run.quality}, σ={run.noise_multiplier}, "
                           f"ε reached {run.achieved_epsilon}")
 

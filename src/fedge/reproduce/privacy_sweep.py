@@ -2,13 +2,15 @@
 
 For each ε the run calibrates σ so that ε is reached after the planned rounds (`privacy.calibrate`); ε = ∞ is the
 run without DP. The quality metric is the final `accuracy_mean` (`fedge run`) or `hr@10` (`fedge recsys`), reported
-as mean ± standard deviation over the seeds, next to the σ used and the ε the accountant reports. Writes
+as mean ± standard deviation over the seeds, next to the σ used and the ε the accountant reports. A run that
+diverges (the DP noise overwhelms the model) is recorded as diverged, with its reason, and contributes no number. Writes
 `sweep.json` (every run), `sweep.csv`, `sweep.md` (the table) and `accuracy_vs_epsilon.png` into the output folder.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import math
 import statistics
 from collections.abc import Callable
@@ -22,7 +24,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from fedge.output import atomic_write_bytes, atomic_write_json  # noqa: E402
-from fedge.runfolder import environment  # noqa: E402
+from fedge.runfolder import Diverged, environment  # noqa: E402
 
 
 @dataclass
@@ -33,6 +35,7 @@ class SweepRun:
     achieved_epsilon: float | None  # what the accountant reports
     noise_multiplier: float | None
     seconds: float
+    diverged: str | None = None  # the `Diverged` message when the run stopped on a non-finite loss or model
 
 
 def run_sweep(config: Any, epsilons: list[float], seeds: list[int], mechanism: str,
@@ -49,7 +52,13 @@ def run_sweep(config: Any, epsilons: list[float], seeds: list[int], mechanism: s
             else:
                 variant.privacy.mechanism, variant.privacy.calibrate = mechanism, True
                 variant.privacy.target_epsilon = epsilon
-            summary = run_one(variant)
+            try:
+                summary = run_one(variant)
+            except Diverged as error:
+                runs.append(SweepRun(epsilon, seed, None, None, None, 0.0, str(error)))
+                if on_run:
+                    on_run(runs[-1])
+                continue
             privacy = summary.get("privacy") or {}
             quality = summary.get(quality_key)
             runs.append(SweepRun(epsilon, seed, float(quality) if isinstance(quality, (int, float)) else None,
@@ -74,7 +83,11 @@ def table(runs: list[SweepRun], quality_name: str) -> list[list[str]]:
         sd = statistics.stdev(values) if len(values) > 1 else 0.0
         sigmas = [r.noise_multiplier for r in group if r.noise_multiplier is not None]
         achieved = [r.achieved_epsilon for r in group if r.achieved_epsilon is not None]
-        rows.append([_label(epsilon), f"{mean:.4f} ± {sd:.4f}" if values else "—",
+        diverged = sum(r.diverged is not None for r in group)
+        quality = f"{mean:.4f} ± {sd:.4f}" if values else "—"
+        if diverged:
+            quality += f" ({diverged} of {len(group)} diverged)"
+        rows.append([_label(epsilon), quality,
                      f"{statistics.fmean(sigmas):.3f}" if sigmas else "0",
                      f"{max(achieved):.3f}" if achieved else "—", str(len(group))])
     return rows
@@ -84,18 +97,27 @@ def write(out: Path, runs: list[SweepRun], quality_name: str, title: str, comman
     """Write sweep.json/csv/md and the plot; returns the Markdown table."""
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "sweep.json", {"command": command, "environment": environment(), "quality": quality_name,
+                                           "title": title,
                                            "runs": [vars(r) | {"epsilon": None if math.isinf(r.epsilon) else
                                                                r.epsilon} for r in runs]})
-    lines = ["epsilon,seed,quality,achieved_epsilon,noise_multiplier,seconds"]
+    lines = ["epsilon,seed,quality,achieved_epsilon,noise_multiplier,seconds,diverged"]
     for r in runs:
         lines.append(",".join(str(v) for v in (r.epsilon, r.seed, r.quality, r.achieved_epsilon,
-                                                r.noise_multiplier, round(r.seconds, 2))))
+                                                r.noise_multiplier, round(r.seconds, 2), r.diverged is not None)))
     atomic_write_bytes(out / "sweep.csv", ("\n".join(lines) + "\n").encode())
     header = f"| ε (target) | {quality_name} (mean ± sd) | σ | ε reached | seeds |\n|---|---:|---:|---:|---:|\n"
     markdown = header + "".join(f"| {' | '.join(row)} |\n" for row in table(runs, quality_name))
     atomic_write_bytes(out / "sweep.md", (f"# {title}\n\nCommand: `{command}`\n\n" + markdown).encode())
     _plot(out / "accuracy_vs_epsilon.png", runs, quality_name, title)
     return markdown
+
+
+def _epsilon_axis(ax: Any, epsilons: list[float]) -> None:
+    """A log ε axis labelled at the ε values swept (1, 2, 4, 8), not at powers of ten."""
+    ax.set_xscale("log")
+    if epsilons:
+        ax.set_xticks(epsilons, [f"{e:g}" for e in epsilons])
+        ax.minorticks_off()
 
 
 def _plot(path: Path, runs: list[SweepRun], quality_name: str, title: str) -> None:
@@ -113,15 +135,48 @@ def _plot(path: Path, runs: list[SweepRun], quality_name: str, title: str) -> No
     reference = [r.quality for r in runs if math.isinf(r.epsilon) and r.quality is not None]
     if reference:
         ax.axhline(statistics.fmean(reference), color="grey", linestyle="--", label="no DP (ε = ∞)")
-    ax.set_xscale("log")
+    _epsilon_axis(ax, finite)
     ax.set_xlabel("ε (δ fixed)")
     ax.set_ylabel(quality_name)
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-__all__ = ["SweepRun", "run_sweep", "table", "write"]
+def combine(folders: list[Path], path: Path) -> None:
+    """One plot of several finished sweeps (their `sweep.json`), quality mean ± sd against ε, one line per sweep
+    labelled by its title; the ε = ∞ means as dotted lines of the same colour."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    swept: set[float] = set()
+    for folder in folders:
+        data = json.loads((folder / "sweep.json").read_text())
+        runs = [SweepRun(math.inf if r["epsilon"] is None else r["epsilon"], r["seed"], r["quality"],
+                         r["achieved_epsilon"], r["noise_multiplier"], r["seconds"], r.get("diverged"))
+                for r in data["runs"]]
+        finite = sorted({r.epsilon for r in runs if not math.isinf(r.epsilon)})
+        swept.update(finite)
+        points = [(e, [r.quality for r in runs if r.epsilon == e and r.quality is not None]) for e in finite]
+        points = [(e, v) for e, v in points if v]
+        label = data.get("title") or folder.name
+        line = ax.errorbar([e for e, _ in points], [statistics.fmean(v) for _, v in points],
+                           yerr=[statistics.stdev(v) if len(v) > 1 else 0.0 for _, v in points],
+                           marker="o", capsize=3, label=label)
+        reference = [r.quality for r in runs if math.isinf(r.epsilon) and r.quality is not None]
+        if reference:
+            ax.axhline(statistics.fmean(reference), color=line.lines[0].get_color(), linestyle=":", linewidth=1)
+    _epsilon_axis(ax, sorted(swept))
+    ax.set_xlabel("ε (δ fixed; dotted: the same without DP)")
+    ax.set_ylabel(data["quality"])
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+__all__ = ["SweepRun", "combine", "run_sweep", "table", "write"]
