@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "cache": ("cache", "recommendation-enabled edge caching"),
     "reproduce": ("reproduce", "rerun the paper's experiments and write a report"),
     "privacy-sweep": ("privacy_sweep", "accuracy against the privacy budget ε over seeds: a table and a plot"),
+    "launch": ("launch", "start `fedge run` over several processes or machines (torchrun)"),
 }
 INTERRUPTED = 130  # 128 + SIGINT, what shells report for a command ended by Ctrl-C
 

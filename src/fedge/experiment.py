@@ -27,6 +27,7 @@ from fedge.config import (
 )
 from fedge.data.partition import PartitionSpec
 from fedge.privacy.config import PrivacyConfig
+from fedge.secure.config import SecureConfig
 
 
 @dataclass
@@ -191,6 +192,7 @@ class ExperimentConfig:
     latency: LatencyConfig = field(default_factory=LatencyConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    secure: SecureConfig = field(default_factory=SecureConfig)
 
     def validate(self) -> None:
         """Value checks; algorithm names are checked against the registry by whoever runs them
@@ -199,6 +201,7 @@ class ExperimentConfig:
         if self.bandwidth_classes:
             total = sum(c.fraction for c in self.bandwidth_classes)
             check(abs(total - 1.0) < 1e-6, f"bandwidth_classes: fractions sum to {total:g}, not 1")
+        self.secure.check_against(self.algorithms, self.data.devices, self.privacy.adaptive_clipping)
         if self.hierarchy.clustering == "assignment":
             check(len(self.hierarchy.assignment) == self.data.devices,
                   f"hierarchy.assignment: has {len(self.hierarchy.assignment)} entries, need one per device "

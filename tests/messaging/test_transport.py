@@ -57,9 +57,14 @@ def test_loopback_receivers_read_what_direct_receivers_read(value_dtype: str) ->
     body = Models(body.values, body.slot, body.masks, value_dtype, body.mask_known)
     message_route = route(Kind.MODEL, 3, Role.DEVICE, Role.DEVICE, torch.tensor([0, 1, 2, 1, 2]),
                           torch.tensor([4, 4, 3, 0, 1]))
-    held = {p: body.masks[int(body.slot[p])] for p in range(len(body))}
-    direct = DirectTransport(Ledger(5)).send(message_route, body, known=held.__getitem__)
-    loop = LoopbackTransport(Ledger(5)).send(message_route, body, known=held.__getitem__)
+    held = {(int(message_route.senders[p]), int(message_route.receivers[p])): body.masks[int(body.slot[p])]
+            for p in range(len(body))}  # (sender, receiver) -> the mask that receiver holds
+
+    def known(sender: int, receiver: int) -> torch.Tensor:
+        return held[(sender, receiver)]
+
+    direct = DirectTransport(Ledger(5)).send(message_route, body, known=known)
+    loop = LoopbackTransport(Ledger(5)).send(message_route, body, known=known)
     assert torch.equal(direct.body.rows(), loop.body.rows())
     assert torch.equal(direct.body.mask_rows(), loop.body.mask_rows())
     assert torch.equal(loop.route.senders, message_route.senders)

@@ -3,6 +3,7 @@ participation (`Round`). Both are built by the runtime; no component reads the e
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +13,10 @@ from fedge.core.streams import Streams
 from fedge.messaging.transport import Transport
 from fedge.privacy.accounting import PrivacyAccountant
 from fedge.privacy.mechanisms import PeerRelease
+
+
+def _itself(value: int) -> int:
+    return value
 
 
 @dataclass
@@ -36,6 +41,9 @@ class RunContext:
     edge_coordinates: torch.Tensor | None = None  # [K, 2] edge-server (cluster leader) positions
     privacy: PrivacyAccountant | None = None  # per-device privacy histories when a DP mechanism is on
     release: PeerRelease | None = None  # the peer mechanism: what devices send their peers (None: their own values)
+    # The largest of an integer over every process of a distributed run (one process: the integer itself), for the
+    # few shapes that must be the federation's, not one process's (the regularizer's padding width).
+    agree_max: Callable[[int], int] = _itself
 
     @property
     def num_devices(self) -> int:

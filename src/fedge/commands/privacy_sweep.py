@@ -114,7 +114,7 @@ def _run(args: argparse.Namespace, mapping: dict[str, Any]) -> tuple[Any, Any, s
 
 def _recsys(args: argparse.Namespace, mapping: dict[str, Any]) -> tuple[Any, Any, str, str]:
     from fedge.recsys.algorithms import RECSYS_ALGORITHMS
-    from fedge.recsys.config import RecsysConfig
+    from fedge.recsys.defaults import recsys_config
     from fedge.recsys.runner import run
 
     if args.algorithm:
@@ -122,10 +122,10 @@ def _recsys(args: argparse.Namespace, mapping: dict[str, Any]) -> tuple[Any, Any
     if args.data_dir:
         mapping.setdefault("data", {})["data_dir"] = str(args.data_dir)
     mapping["progress"] = False
-    config = build(RecsysConfig, apply_overrides(mapping, args.overrides))
+    config = recsys_config(apply_overrides(mapping, args.overrides))  # the algorithm's tuned defaults underneath
     RECSYS_ALGORITHMS.check([config.algorithm], "algorithm")
 
     def run_one(variant: Any) -> dict[str, Any]:
         return run(variant, write=False).summary
 
-    return config, run_one, "hr@10", config.algorithm
+    return config, run_one, "test_hr@10", config.algorithm  # the best-validation round's test HR@10

@@ -135,6 +135,7 @@ def print_results(config: ExperimentConfig, results: list[dict[str, Any]]) -> No
 def main(args: argparse.Namespace) -> int:
     from fedge.algorithms import ALGORITHMS, create
     from fedge.runfolder.staging import attempt
+    from fedge.runtimes import distributed
     from fedge.runtimes.privacy import prepare_privacy
     from fedge.runtimes.setup import prepare
     from fedge.runtimes.simulator import simulate
@@ -146,6 +147,8 @@ def main(args: argparse.Namespace) -> int:
     else:
         config, checkpoint_every = resolve_config(args), args.checkpoint_every or 0
     ALGORITHMS.check(config.algorithms, "algorithms")
+    if distributed.launched():
+        return _run_distributed(args, config, checkpoint_every)
     out = Path(config.out)
     with attempt(out, "out", resume=bool(args.resume)) as place:  # output problems surface before any data loads
         for stale in ("comparison.json", FAILED):  # a resumed run is unfinished until it ends
@@ -169,4 +172,53 @@ def main(args: argparse.Namespace) -> int:
         atomic_write_json(place.path / "comparison.json", {
             "results": [{k: v for k, v in r.summary.items() if k != "config"} for r in results]})
     print_results(config, [r.summary for r in results])
+    return 0
+
+
+def _run_distributed(args: argparse.Namespace, config: ExperimentConfig, checkpoint_every: int) -> int:
+    """`fedge run` as one of the processes torchrun started (fedge.runtimes.distributed): every process runs the
+    same rounds for its block of devices; rank 0 writes the run folder and prints, the others stay quiet."""
+    import contextlib
+
+    from fedge.config import to_dict
+    from fedge.runfolder.staging import attempt
+    from fedge.runtimes import distributed
+    from fedge.runtimes.setup import prepare
+    from fedge.runtimes.simulator import simulate
+
+    if args.resume or checkpoint_every:
+        raise ConfigError("--checkpoint-every/--resume: not yet available for runs over several processes")
+    if config.secure.aggregation != "none":
+        raise ConfigError(f"secure.aggregation: {config.secure.aggregation} is not yet available for runs over "
+                          "several processes")
+    rank, world = distributed.join()
+    try:
+        try:
+            distributed.check_same_config(to_dict(config))
+            placement = distributed.placement(config.data.devices)
+        except ConfigError:
+            if rank != 0:  # every process found the same problem: the first one says it
+                raise SystemExit(2) from None
+            raise
+        lead = rank == 0
+        out = Path(config.out)
+        staged = attempt(out, "out") if lead else contextlib.nullcontext(None)
+        with staged as place:
+            setup = prepare(config)
+            if lead:
+                console.print(f"[bold]fedge run[/]: {', '.join(config.algorithms)} on {config.data.dataset} "
+                              f"({config.data.devices} devices over {world} processes, {config.rounds} rounds) → {out}")
+            results: list[RunResult] = []
+            with progress_bar("rounds", total=config.rounds * len(config.algorithms),
+                              enabled=lead and not args.no_progress) as adv:
+                for name in config.algorithms:
+                    results.append(simulate(config, name, place.path / name if lead else None, setup=setup,
+                                            on_round=lambda metrics: adv(), placement=placement))
+            if lead:
+                atomic_write_json(place.path / "comparison.json", {
+                    "results": [{k: v for k, v in r.summary.items() if k != "config"} for r in results]})
+        if lead:
+            print_results(config, [r.summary for r in results])
+    finally:
+        distributed.leave()
     return 0

@@ -144,4 +144,28 @@ class Requests:
         return Requests(len(blobs), torch.tensor([-1 if v is None else v for v in versions], dtype=torch.long))
 
 
-__all__ = ["Body", "KnownMasks", "Models", "Requests"]
+@dataclass(frozen=True)
+class Blobs:
+    """Opaque bytes, one string per message: the keys, encrypted shares, masked vectors and ciphertexts of secure
+    aggregation and homomorphic encryption (`fedge.secure`), whose layout only their protocol reads. The same bytes
+    cross both transports, so the ledger counts exactly their lengths."""
+
+    blobs: tuple[bytes, ...]
+
+    def __len__(self) -> int:
+        return len(self.blobs)
+
+    def sizes(self) -> torch.Tensor:
+        return torch.tensor([len(b) for b in self.blobs], dtype=torch.int64)
+
+    def encode(self, p: int) -> bytes:
+        return self.blobs[p]
+
+    def received(self) -> Blobs:
+        return self
+
+    def decode(self, blobs: Sequence[bytes], known: KnownMasks | None = None) -> Blobs:
+        return Blobs(tuple(bytes(b) for b in blobs))
+
+
+__all__ = ["Blobs", "Body", "KnownMasks", "Models", "Requests"]

@@ -61,7 +61,8 @@ class Ledger:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.bytes_by_link = dict(state["bytes_by_link"])
         self.messages_by_link = dict(state["messages_by_link"])
-        self.bytes_by_kind = dict(state["bytes_by_kind"])
+        # kinds added since the state was saved start at zero
+        self.bytes_by_kind = {**dict.fromkeys((kind.name.lower() for kind in Kind), 0), **state["bytes_by_kind"]}
 
 
 __all__ = ["Ledger"]

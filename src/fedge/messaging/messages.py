@@ -23,6 +23,10 @@ class Kind(IntEnum):
     REQUEST = 2  # "send me your model" (with the mask version held), "send me a sketch", "send me these rows"
     AGGREGATE = 3  # an aggregator's model sent up the hierarchy (edge → cloud)
     DOWNLOAD = 4  # an aggregator's model sent down (server → device, cloud → edge, edge → device)
+    KEYS = 5  # secure aggregation: a device's public keys, or the server relaying its neighbours' keys
+    SHARES = 6  # secure aggregation: Shamir shares encrypted to their recipients (relayed by the server)
+    MASKED = 7  # secure aggregation: a device's masked, quantized update; or an encrypted (HE) update
+    UNMASK = 8  # secure aggregation: the server's list of survivors, or a device's shares for unmasking
 
 
 class Role(IntEnum):

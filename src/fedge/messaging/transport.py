@@ -21,6 +21,7 @@ In one process the three differ only in the checks they make. Two transports imp
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -29,6 +30,18 @@ from fedge.core import codec
 from fedge.messaging.bodies import Body, KnownMasks
 from fedge.messaging.ledger import Ledger
 from fedge.messaging.messages import Kind, Role, Route
+
+HeldMasks = Callable[[int, int], torch.Tensor]
+"""(sender row, receiver row) -> the sender's mask that receiver holds: what a body in the cached layout (mask left
+out) is decoded with. Keyed by the two endpoints, not by a message's position, so that a receiver can decode what
+it received whatever order messages arrive in."""
+
+
+def known_by_message(held: HeldMasks | None, received: Route) -> KnownMasks | None:
+    """The body's per-message view of `held` for the messages of `received` (in their received order)."""
+    if held is None:
+        return None
+    return lambda p: held(int(received.senders[p]), int(received.receivers[p]))
 
 
 @dataclass(frozen=True)
@@ -56,8 +69,9 @@ class Transport(ABC):
             self._rows = torch.full((int(addresses.max()) + 1,), -1, dtype=torch.long)
             self._rows[addresses] = torch.arange(len(addresses))
 
-    def send(self, route: Route, body: Body, known: KnownMasks | None = None) -> Delivery:
-        """Point to point; `known(p)` is the mask the receiver of message p holds (for bodies that leave it out)."""
+    def send(self, route: Route, body: Body, known: HeldMasks | None = None) -> Delivery:
+        """Point to point; `known(sender, receiver)` is the sender's mask that receiver holds (for bodies that
+        leave it out)."""
         return self._deliver(route, body, known)
 
     def gather(self, route: Route, body: Body) -> Delivery:
@@ -73,13 +87,13 @@ class Transport(ABC):
         return self._deliver(route, body, None)
 
     @abstractmethod
-    def _deliver(self, route: Route, body: Body, known: KnownMasks | None) -> Delivery: ...
+    def _deliver(self, route: Route, body: Body, known: HeldMasks | None) -> Delivery: ...
 
 
 class DirectTransport(Transport):
     name = "direct"
 
-    def _deliver(self, route: Route, body: Body, known: KnownMasks | None) -> Delivery:
+    def _deliver(self, route: Route, body: Body, known: HeldMasks | None) -> Delivery:
         if len(body) != len(route):
             raise ValueError(f"{len(route)} messages routed but {len(body)} bodies given")
         self.ledger.record(route, codec.framed(body.sizes()))
@@ -107,7 +121,7 @@ class LoopbackTransport(Transport):
             raise ValueError("a message names a device this runtime does not hold")
         return local
 
-    def _deliver(self, route: Route, body: Body, known: KnownMasks | None) -> Delivery:
+    def _deliver(self, route: Route, body: Body, known: HeldMasks | None) -> Delivery:
         if len(body) != len(route):
             raise ValueError(f"{len(route)} messages routed but {len(body)} bodies given")
         senders, receivers = route.senders.tolist(), route.receivers.tolist()
@@ -129,7 +143,7 @@ class LoopbackTransport(Transport):
         received = Route(Kind(route.kind), route.round, route.sender_role, route.receiver_role,
                          self._local(route.sender_role, [f.sender for f in frames]),
                          self._local(route.receiver_role, [f.receiver for f in frames]))
-        return Delivery(received, body.decode(blobs, known))
+        return Delivery(received, body.decode(blobs, known_by_message(known, received)))
 
 
 TRANSPORTS: dict[str, type[Transport]] = {"direct": DirectTransport, "loopback": LoopbackTransport}
@@ -142,4 +156,5 @@ def make_transport(name: str, ledger: Ledger, addresses: torch.Tensor | None = N
         raise ValueError(f"unknown transport {name!r} (choose from {', '.join(TRANSPORTS)})") from None
 
 
-__all__ = ["TRANSPORTS", "Delivery", "DirectTransport", "LoopbackTransport", "Transport", "make_transport"]
+__all__ = ["TRANSPORTS", "Delivery", "DirectTransport", "HeldMasks", "LoopbackTransport", "Transport",
+           "known_by_message", "make_transport"]

@@ -68,13 +68,13 @@ def run_grid(cells: list[Cell], cache: CellCache, workers: int, progress: bool =
     with progress_bar("reproduce (rounds)", total=sum(rounds.values()), enabled=progress) as advance:
         status = lambda: f"cells {stats.cached + stats.computed}/{stats.total}"  # noqa: E731
         if workers <= 1 or len(pending) == 1:
-            import torch
+            from fedge.runtimes.device_threads import intra_op_threads
 
-            torch.set_num_threads(1)
-            for cell in pending:
-                stats.seconds += run_cell(cell, str(cache.folder), tick=lambda: advance(1, status=status()))
-                stats.computed += 1
-                advance(0, status=status())
+            with intra_op_threads(1):  # as a pool worker would; the caller's thread count is restored after
+                for cell in pending:
+                    stats.seconds += run_cell(cell, str(cache.folder), tick=lambda: advance(1, status=status()))
+                    stats.computed += 1
+                    advance(0, status=status())
             return stats
         _run_pool(pending, cache, min(workers, len(pending)), rounds, stats, advance, status)
     return stats

@@ -1,10 +1,11 @@
 """Accuracy against ε: train one algorithm at several privacy budgets and seeds, write a table and a plot.
 
 For each ε the run calibrates σ so that ε is reached after the planned rounds (`privacy.calibrate`); ε = ∞ is the
-run without DP. The quality metric is the final `accuracy_mean` (`fedge run`) or `hr@10` (`fedge recsys`), reported
-as mean ± standard deviation over the seeds, next to the σ used and the ε the accountant reports. A run that
-diverges (the DP noise overwhelms the model) is recorded as diverged, with its reason, and contributes no number. Writes
-`sweep.json` (every run), `sweep.csv`, `sweep.md` (the table) and `accuracy_vs_epsilon.png` into the output folder.
+run without DP. The quality metric is the final `accuracy_mean` (`fedge run`) or `test_hr@10` (`fedge recsys`: the
+test HR@10 of the round validation chose), reported as mean ± standard deviation over the seeds, next to the σ used
+and the ε the accountant reports. A run that diverges (the DP noise overwhelms the model) is recorded as diverged,
+with its reason, and contributes no number. Writes `sweep.json` (every run), `sweep.csv`, `sweep.md` (the table) and
+`accuracy_vs_epsilon.png` into the output folder.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def run_sweep(config: Any, epsilons: list[float], seeds: list[int], mechanism: s
                 if on_run:
                     on_run(runs[-1])
                 continue
-            privacy = summary.get("privacy") or {}
+            privacy = summary.get("privacy") or summary  # fedge run nests its privacy block; recsys does not
             quality = summary.get(quality_key)
             runs.append(SweepRun(epsilon, seed, float(quality) if isinstance(quality, (int, float)) else None,
                                  privacy.get("epsilon"), privacy.get("noise_multiplier"),

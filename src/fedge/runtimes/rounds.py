@@ -31,6 +31,7 @@ from fedge.core import codec
 from fedge.core.masks import density
 from fedge.messaging import Inbox, Link
 from fedge.privacy.accounting import PrivacyAccountant
+from fedge.runtimes.distributed import Shard
 from fedge.runtimes.dp_sgd import DPSGD
 from fedge.runtimes.faults import FaultModel
 from fedge.runtimes.latency import LatencyModel
@@ -61,6 +62,7 @@ class RoundEnv:
     latency: LatencyModel | None = None
     dp_sgd: DPSGD | None = None  # record-level DP-SGD in every device's local training
     dp_schedule: tuple[torch.Tensor, torch.Tensor] | None = None  # ([N] sampling rate, [N] steps a round) per row
+    shard: Shard | None = None  # a distributed run: the devices this process hosts (fedge.runtimes.distributed)
 
 
 @dataclass
@@ -122,6 +124,16 @@ def _participation(fed: Federation, ctx: RunContext, env: RoundEnv, number: int)
     return Round(number, members, online, participants, leaders_up), dropped, compute
 
 
+def _complete(env: RoundEnv, values: torch.Tensor) -> torch.Tensor:
+    """Per-row values as the whole federation has them (in a distributed run, each from its device's process)."""
+    return values if env.shard is None else env.shard.complete(values)
+
+
+def _hosted(env: RoundEnv) -> torch.Tensor | None:
+    """The rows this process evaluates (None: all; a distributed run: the devices it hosts)."""
+    return None if env.shard is None else torch.nonzero(env.shard.local).flatten()
+
+
 def run_round(fed: Federation, ctx: RunContext, trainer: SequentialTrainer | BatchedTrainer, timer: RoundTimer,
               evaluate: bool = True, env: RoundEnv | None = None) -> dict[str, object]:
     """Advance `fed` by one round; returns that round's metrics."""
@@ -135,19 +147,27 @@ def run_round(fed: Federation, ctx: RunContext, trainer: SequentialTrainer | Bat
     started = timer.add("combine", started)
 
     rows = ctx.by_id(torch.nonzero(rnd.participants).flatten())
+    trained = rows if env.shard is None else env.shard.mine(rows)  # a process trains the devices it hosts
     penalty = algorithm.combiner.penalty(devices, ctx, rnd, fed.inbox)
-    generators = ctx.streams.device_generators("train", ctx.ids[rows], fed.round)
+    generators = ctx.streams.device_generators("train", ctx.ids[trained], fed.round)
     dp = {"dp": env.dp_sgd} if env.dp_sgd is not None else {}
-    losses = (trainer.train_all(devices.bank, devices.masks, devices.momentum, rows, penalty, generators,
-                                **dp).tolist() if len(rows) else [])
+    losses = (trainer.train_all(devices.bank, devices.masks, devices.momentum, trained, penalty, generators, **dp)
+              if len(trained) else torch.zeros(0))
+    if env.shard is not None:  # every participant's loss, from the process that trained it
+        by_row = torch.zeros(len(ctx.ids), dtype=torch.float64)  # one dtype on every process, exact for both
+        by_row[trained] = losses.to(torch.float64)
+        losses = env.shard.complete(by_row)[rows]
+    losses = losses.tolist()
     if env.dp_sgd is not None and env.dp_schedule is not None and ctx.privacy is not None and len(rows):
         rates, steps = env.dp_schedule
         ctx.privacy.record(rows, env.dp_sgd.noise_multiplier, rates[rows], steps[rows])
     started = timer.add("train", started)
 
     if algorithm.pruner is not None:
-        val = torch.nan_to_num(trainer.evaluate_all(devices.bank, "val")[0], nan=0.0)
+        val = torch.nan_to_num(trainer.evaluate_all(devices.bank, "val", rows=_hosted(env))[0], nan=0.0)
         algorithm.pruner.step(devices, ctx, rnd, val)
+        if env.shard is not None:  # a receiver learns the version of the mask it receives with it (see docs)
+            devices.mask_version = env.shard.complete(devices.mask_version)
     started = timer.add("prune", started)
 
     if algorithm.selector is not None:  # without one, nobody ever has neighbours (fed.neighbours stays empty)
@@ -159,6 +179,8 @@ def run_round(fed: Federation, ctx: RunContext, trainer: SequentialTrainer | Bat
     algorithm.combiner.combine(devices, ctx, rnd, fed.inbox)
     started = timer.add("combine", started)
 
+    if env.shard is not None:  # the federation's ledger: every process's messages
+        ledger = env.shard.ledger(ledger)
     by_link = ledger.bytes_by_link
     metrics: dict[str, object] = {
         "round": fed.round,
@@ -167,8 +189,9 @@ def run_round(fed: Federation, ctx: RunContext, trainer: SequentialTrainer | Bat
         "bytes_round": ledger.round_total,
         "bytes_total": ledger.total,
         "bytes_by_link": dict(by_link),
-        "neighbours_mean": float(fed.neighbours.sum(dim=1).float().mean()) if algorithm.selector else 0.0,
-        "density_mean": float(density(devices.masks)[ctx.by_id(torch.arange(len(ctx.ids)))].mean()),
+        "neighbours_mean": float(_complete(env, fed.neighbours.sum(dim=1)).float().mean()) if algorithm.selector
+        else 0.0,
+        "density_mean": float(_complete(env, density(devices.masks))[ctx.by_id(torch.arange(len(ctx.ids)))].mean()),
         "participants": int(rnd.participants.sum()),
         "bytes_edge_total": by_link[Link.DEVICE_EDGE.value],
         "bytes_backhaul_total": by_link[Link.DEVICE_SERVER.value] + by_link[Link.EDGE_CLOUD.value],
@@ -187,7 +210,8 @@ def run_round(fed: Federation, ctx: RunContext, trainer: SequentialTrainer | Bat
         metrics.update({"time_round": seconds, "time_total": fed.time_total, "stragglers_dropped": dropped})
     if evaluate:
         served = algorithm.combiner.served(devices, ctx, rnd)
-        accuracies = trainer.evaluate_all(devices.bank if served is None else served, "test")[0]
+        accuracies = _complete(env, trainer.evaluate_all(devices.bank if served is None else served, "test",
+                                                         rows=_hosted(env))[0])
         fed.accuracies = accuracies
         members = ctx.by_id(torch.nonzero(rnd.members).flatten())
         member_acc = [a for a in accuracies[members].tolist() if not math.isnan(a)]  # NaN: no test samples

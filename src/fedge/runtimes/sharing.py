@@ -54,7 +54,10 @@ class PeerExchange:
                                          devices.masks[senders])
         body = Models(values, slot, devices.masks[senders], ctx.payload_dtype, mask_known=versions == current)
         got = ctx.transport.send(route(Kind.MODEL, round_number, Role.DEVICE, Role.DEVICE, cols, rows), body,
-                                 known=lambda p: self._held_mask(int(cols[p]), int(versions[p])))
+                                 known=lambda sender, receiver: self._held_mask(sender, int(self.held[receiver,
+                                                                                                      sender])))
+        if not pulls:  # a pushing sender remembers which mask version it sent each neighbour
+            self.held[rows, cols] = current.to(torch.int32)
         received = got.body
         assert isinstance(received, Models) and received.masks is not None
         receivers, from_rows = got.route.receivers, got.route.senders

@@ -25,13 +25,15 @@ import torch
 from fedge.algorithms import ALGORITHMS, create
 from fedge.algorithms.components.combining import NeighbourRegularizer
 from fedge.algorithms.context import RunContext
-from fedge.config import to_dict
+from fedge.config import ConfigError, to_dict
 from fedge.experiment import ExperimentConfig
 from fedge.messaging import Inbox, Ledger, make_transport
+from fedge.messaging.distributed import DistributedTransport, Placement
 from fedge.output import JsonlWriter, atomic_write_bytes, dumps, read_jsonl
 from fedge.runfolder import Diverged, RunFolder, RunResult, complete
 from fedge.runtimes import checkpoint
 from fedge.runtimes.device_threads import intra_op_threads
+from fedge.runtimes.distributed import Shard
 from fedge.runtimes.faults import FaultModel
 from fedge.runtimes.latency import LatencyModel
 from fedge.runtimes.privacy import PrivacyRun, peer_release, prepare_privacy
@@ -103,14 +105,23 @@ class Simulation:
 
     @staticmethod
     def build(config: ExperimentConfig, algorithm_name: str, setup: Setup | None = None,
-              device_order: Sequence[int] | torch.Tensor | None = None) -> Simulation:
-        """Everything round 1 needs; `device_order` stores device `device_order[r]` in row r (default: device r)."""
+              device_order: Sequence[int] | torch.Tensor | None = None,
+              placement: Placement | None = None) -> Simulation:
+        """Everything round 1 needs; `device_order` stores device `device_order[r]` in row r (default: device r);
+        `placement`: this process's devices in a distributed run (device rows are ids there)."""
         ALGORITHMS.check([algorithm_name], "algorithms")
         setup = setup or prepare(config)
         n = config.data.devices
+        if placement is not None and device_order is not None:
+            raise ValueError("a distributed run stores device i in row i")
         ids = storage_order(config, device_order)
         ledger = Ledger(n)
-        ctx = make_context(config, setup, make_transport(config.runtime.transport, ledger, ids), ids)
+        transport = (DistributedTransport(ledger, placement) if placement is not None
+                     else make_transport(config.runtime.transport, ledger, ids))
+        ctx = make_context(config, setup, transport, ids)
+        shard = Shard(placement) if placement is not None else None
+        if shard is not None:
+            ctx.agree_max = shard.agree_max
         devices = initial_devices(config, setup)
         effective, algorithm, privacy = prepare_privacy(config, algorithm_name, ctx.data_sizes,
                                                         lambda c: create(algorithm_name, c))
@@ -124,7 +135,8 @@ class Simulation:
                    if config.latency.enabled else None)
         env = RoundEnv(faults=faults if faults.enabled else None, latency=latency,
                        dp_sgd=privacy.dp_sgd if privacy is not None else None,
-                       dp_schedule=privacy.dp_schedule if privacy is not None else None)
+                       dp_schedule=privacy.dp_schedule if privacy is not None else None,
+                       shard=shard)
         trainer = make_trainer(setup.model, stored_devices(setup, ids), config.train)
         return Simulation(config, setup, ctx, fed, trainer, env, ledger, RoundTimer(), privacy)
 
@@ -159,14 +171,20 @@ class Simulation:
 def simulate(config: ExperimentConfig, algorithm_name: str, out_dir: str | Path | None,
              setup: Setup | None = None, on_round: Callable[[dict[str, Any]], None] | None = None,
              checkpoint_every: int = 0, resume: bool = False,
-             device_order: Sequence[int] | torch.Tensor | None = None) -> RunResult:
+             device_order: Sequence[int] | torch.Tensor | None = None,
+             placement: Placement | None = None) -> RunResult:
     """Run `algorithm_name` for `config.rounds` rounds; returns the result (also written to out_dir).
 
     `checkpoint_every` K > 0 writes out_dir/checkpoint.pt every K rounds and after the last; `resume` continues
     from out_dir/checkpoint.pt when there is one (refusing a corrupt or foreign one with a ConfigError).
     `device_order` stores device `device_order[r]` in row r (default: device r); results do not depend on it.
+    `placement`: a distributed run's process (fedge.runtimes.distributed): it runs its devices, every process calls
+    this together, and only the one given `out_dir` writes.
     """
-    sim = Simulation.build(config, algorithm_name, setup, device_order)
+    if placement is not None and (checkpoint_every or resume):
+        raise ConfigError("--checkpoint-every/--resume: not yet available for runs over several processes")
+    sim = Simulation.build(config, algorithm_name, setup, device_order, placement)
+    shard = sim.env.shard
     out = Path(out_dir) if out_dir is not None else None
     history: list[dict[str, Any]] = []
     run_id = None
@@ -186,8 +204,9 @@ def simulate(config: ExperimentConfig, algorithm_name: str, out_dir: str | Path 
             previous = dict(sim.timer.seconds)
             if folder:
                 folder.log(metrics)
+            adjacency = sim.fed.neighbours if shard is None else shard.complete(sim.fed.neighbours)
             if neighbours_log:
-                neighbours_log.write({"round": sim.fed.round, "neighbours": neighbour_ids(sim.ctx, sim.fed.neighbours)})
+                neighbours_log.write({"round": sim.fed.round, "neighbours": neighbour_ids(sim.ctx, adjacency)})
             if out is not None and checkpoint_every > 0 and (sim.done or sim.fed.round % checkpoint_every == 0):
                 checkpoint.save(out / checkpoint.FILENAME,
                                 sim.checkpoint(algorithm_name, checkpoint_every, history, folder.run_id if folder
@@ -203,18 +222,22 @@ def simulate(config: ExperimentConfig, algorithm_name: str, out_dir: str | Path 
             if log:
                 log.close()
     final = history[-1]
+    ledger = sim.ledger if shard is None else shard.ledger(sim.ledger)
     summary = {key: final.get(key) for key in SUMMARY_KEYS}
     summary.update({
         "algorithm": algorithm_name,
         "rounds": sim.fed.round,
-        "transport": config.runtime.transport,
-        "bytes_by_kind": dict(sim.ledger.bytes_by_kind),
-        "messages_by_link": dict(sim.ledger.messages_by_link),
+        "transport": sim.ctx.transport.name,
+        "bytes_by_kind": dict(ledger.bytes_by_kind),
+        "messages_by_link": dict(ledger.messages_by_link),
         "seconds": time.perf_counter() - started,
         "phase_seconds": dict(sim.timer.seconds),
         "phase_seconds_by_round": phase_by_round,
         "model_parameters": sim.setup.model.dim,
     })
+    if shard is not None and isinstance(sim.ctx.transport, DistributedTransport):
+        summary["processes"] = placement.world if placement is not None else 1
+        summary["distributed_overhead_bytes"] = shard.total(sim.ctx.transport.overhead_bytes)
     if sim.privacy is not None:
         summary["privacy"] = sim.privacy.summary(sim.ctx, config.privacy)
     summary = complete(summary, to_dict(config))

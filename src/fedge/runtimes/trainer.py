@@ -34,6 +34,23 @@ Penalty = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Gradient = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], tuple[torch.Tensor, torch.Tensor, object]]
 
 
+def _selected(rows: torch.Tensor | None, n: int) -> torch.Tensor:
+    """[n] bool: the rows to evaluate (all when None)."""
+    chosen = torch.ones(n, dtype=torch.bool) if rows is None else torch.zeros(n, dtype=torch.bool)
+    if rows is not None:
+        chosen[rows] = True
+    return chosen
+
+
+def _only(result: tuple[torch.Tensor, torch.Tensor], rows: torch.Tensor | None,
+          n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`result` with NaN outside `rows` (rows not evaluated have no accuracy)."""
+    if rows is None:
+        return result
+    skipped = ~_selected(rows, n)
+    return tuple(torch.where(skipped, torch.nan, value) for value in result)  # type: ignore[return-value]
+
+
 class _Base:
     def __init__(self, model: FlatModel, devices: list[DeviceData], cfg: TrainConfig) -> None:
         self.model = model
@@ -63,9 +80,10 @@ class _Base:
         return params - self.cfg.lr * grad, momentum
 
     @torch.no_grad()
-    def evaluate_all(self, bank: torch.Tensor, split: str = "test", chunk: int = 256,
-                     block: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-        """(accuracy [N], mean cross-entropy [N]) of every device's row on its own `split`; NaN where empty."""
+    def evaluate_all(self, bank: torch.Tensor, split: str = "test", chunk: int = 256, block: int = 256,
+                     rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(accuracy [N], mean cross-entropy [N]) of every device's row on its own `split`; NaN where empty.
+        `rows`: evaluate only these rows (the others are NaN)."""
         data = self.splits[split]
         n = bank.shape[0]
         correct, loss_sum = torch.zeros(n), torch.zeros(n)
@@ -75,7 +93,10 @@ class _Base:
         # Largest first: a chunk then holds devices of similar size (heavy-tailed sizes waste little padding) and the
         # devices with samples left at offset `first` are a prefix of the chunk.
         order = torch.sort(sizes, descending=True, stable=True).indices
-        for start in range(0, n, chunk):
+        if rows is not None:
+            order = order[_selected(rows, n)[order]]
+        n_evaluated = len(order)
+        for start in range(0, n_evaluated, chunk):
             devices = order[start:start + chunk]
             counts = sizes[devices].long()
             longest = int(counts[0]) if len(devices) else 0
@@ -90,7 +111,7 @@ class _Base:
                 ce = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view_as(y) * valid
                 correct[ids] += hits.sum(dim=1).float()
                 loss_sum[ids] += ce.sum(dim=1)
-        return _per_sample(correct, loss_sum, sizes)
+        return _only(_per_sample(correct, loss_sum, sizes), rows, n)
 
 
 class SequentialTrainer(_Base):
@@ -106,8 +127,8 @@ class SequentialTrainer(_Base):
         super().__init__(model, devices, cfg)
         self.replicas = [Replica(model) for _ in range(max(1, workers))]
 
-    def evaluate_all(self, bank: torch.Tensor, split: str = "test", chunk: int = 256,
-                     block: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    def evaluate_all(self, bank: torch.Tensor, split: str = "test", chunk: int = 256, block: int = 256,
+                     rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """As `_Base.evaluate_all`, device by device through the plain module: for convolutional models this is
         about 2x faster than `vmap` (which turns the convolutions into grouped ones)."""
         data = self.splits[split]
@@ -127,8 +148,9 @@ class SequentialTrainer(_Base):
                     total += float(F.cross_entropy(logits, data.y[rows], reduction="sum"))
             correct[device], loss_sum[device] = hits, total
 
-        for_each_on_threads([d for d in range(n) if data.sizes[d] > 0], evaluate, self.replicas)
-        return _per_sample(correct, loss_sum, torch.tensor(data.sizes, dtype=torch.float32))
+        chosen = _selected(rows, n)
+        for_each_on_threads([d for d in range(n) if data.sizes[d] > 0 and chosen[d]], evaluate, self.replicas)
+        return _only(_per_sample(correct, loss_sum, torch.tensor(data.sizes, dtype=torch.float32)), rows, n)
 
     def _step(self, x: torch.Tensor, grad: torch.Tensor, keep: torch.Tensor | None, ids: torch.Tensor,
               penalty: Penalty | None, buf: torch.Tensor | None) -> None:

@@ -6,7 +6,8 @@
 * `NeighbourAveraging` (dfl): replace the own model by the uniform average of itself and what it received (D-PSGD).
 * `ServerAveraging` (fedavg): participants download the server's model (unless they still hold it), train and
   upload their update; the server adds the average of the updates, weighted by data size. `ClientSampling` (or, with
-  user-level DP, `PoissonSampling`) picks the participants.
+  user-level DP, `PoissonSampling`) picks the participants. With secure aggregation the uploads are masked and the
+  server learns only their sum (`SecureUploads`, secure_averaging.py).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import torch
 
 from fedge.algorithms.base import Combiner, Penalty, Sampler
+from fedge.algorithms.components.secure_averaging import SecureUploads
 from fedge.algorithms.context import Round, RunContext
 from fedge.algorithms.state import DeviceState
 from fedge.core import regularizer
@@ -37,7 +39,7 @@ class NeighbourRegularizer(Combiner):
         degree = inbox.degree(n)
         if lam == 0 or len(inbox) == 0:
             return None
-        k = int(degree.max())
+        k = ctx.agree_max(int(degree.max()))  # the widest inbox in the federation: results do not depend on sharding
         # Slot s of row i holds i's s-th message, senders in id order (padding: message 0, invalid, weight 0).
         slot = positions_within(inbox.receivers)
         order = torch.zeros(n, k, dtype=torch.long)
@@ -176,9 +178,10 @@ class ServerAveraging(Combiner):
     the server's model: it is what any member would download next.
     """
 
-    def __init__(self, cfg: ServerConfig, dp: UserLevel | None = None) -> None:
+    def __init__(self, cfg: ServerConfig, dp: UserLevel | None = None, secure: SecureUploads | None = None) -> None:
         self.cfg = cfg
         self.dp = dp
+        self.secure = secure  # masked uploads (secure.aggregation: secagg, secagg+) instead of plain ones
         self.model = torch.zeros(0)  # [d]: the global model
         self.version = 0  # increments with every aggregation
         self.held = torch.zeros(0, dtype=torch.long)  # [N]: version of the server's model a device's row holds; -1
@@ -209,6 +212,12 @@ class ServerAveraging(Combiner):
             return
         self.held[senders] = -1  # they trained: their rows are no longer the server's model
         updates = rows_of(devices.bank, senders) - self.model[None, :]
+        if self.secure is not None:
+            secure_step = self.secure.step(ctx, rnd, senders, updates, self.dp, rnd.online)
+            if secure_step is not None:  # None: the round was aborted, the model stays
+                self.model = self.model + secure_step
+                self.version += 1
+            return
         up = ctx.transport.gather(route(Kind.MODEL, rnd.number, Role.DEVICE, Role.SERVER, senders, 0),
                                   upload_body(updates, self.dp, ctx.payload_dtype))
         assert isinstance(up.body, Models)
@@ -223,9 +232,12 @@ class ServerAveraging(Combiner):
 
     def state_dict(self) -> dict[str, Any]:
         return {"model": self.model, "version": self.version, "held": self.held,
-                "dp": self.dp.state_dict() if self.dp is not None else None}
+                "dp": self.dp.state_dict() if self.dp is not None else None,
+                "secure": self.secure.state_dict() if self.secure is not None else None}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model, self.version, self.held = state["model"], int(state["version"]), state["held"]
         if self.dp is not None and state.get("dp") is not None:
             self.dp.load_state_dict(state["dp"])
+        if self.secure is not None and state.get("secure") is not None:
+            self.secure.load_state_dict(state["secure"])
