@@ -15,7 +15,10 @@ import multiprocessing as mp
 import os
 import queue as queue_module
 import signal
+import threading
+from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +46,21 @@ def _init_worker(ticks: Any, parent: int) -> None:
 
     torch.set_num_threads(1)
     _TICKS, _PARENT = ticks, parent
+
+
+@contextmanager
+def _workers_ignore_ctrl_c() -> Iterator[None]:
+    """Start worker processes with Ctrl-C ignored from their first instruction: a process started while SIGINT is
+    ignored keeps ignoring it, so a Ctrl-C that reaches the process group while a worker still imports torch
+    cannot print its traceback (`_init_worker` runs only after the imports). The parent ends the workers itself."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _task(cell: Cell, folder: str) -> float:
@@ -99,7 +117,8 @@ def _run_pool(pending: list[Cell], cache: CellCache, workers: int, rounds: dict[
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
                                initargs=(ticks, os.getpid()))
     try:
-        futures = {pool.submit(_task, cell, str(cache.folder)): cell for cell in pending}
+        with _workers_ignore_ctrl_c():
+            futures = {pool.submit(_task, cell, str(cache.folder)): cell for cell in pending}
         remaining = set(futures)
         while remaining:
             done, remaining = wait(remaining, timeout=0.25, return_when=FIRST_COMPLETED)
