@@ -18,10 +18,10 @@ from pathlib import Path
 
 import torch
 
-from fedge.config import build, load_yaml
+from fedge.config import load_yaml
 from fedge.recsys.algorithms import build as build_algorithm
 from fedge.recsys.algorithms.base import Context
-from fedge.recsys.config import RecsysConfig
+from fedge.recsys.defaults import recsys_config
 from fedge.recsys.runner import prepare
 
 
@@ -40,12 +40,12 @@ def main() -> None:
         mappings.append(load_yaml(args.config))
     else:
         for name in args.algorithms:
-            mappings.append({"algorithm": name, "model": {"dim": 16 if name in ("fedncf", "dfedncf") else 32}})
+            mappings.append({"algorithm": name})  # each algorithm's tuned defaults (fedge.recsys.defaults)
     ratings = None
     for mapping in mappings:
         mapping = {**mapping, "data": {**mapping.get("data", {}), "data_dir": str(args.data_dir)},
                    "runtime": {"transport": args.transport}}
-        cfg = build(RecsysConfig, mapping)
+        cfg = recsys_config(mapping)
         ratings, data = prepare(cfg, ratings)
         ctx = Context(cfg, data)
         algo = build_algorithm(ctx)

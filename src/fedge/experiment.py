@@ -201,7 +201,8 @@ class ExperimentConfig:
         if self.bandwidth_classes:
             total = sum(c.fraction for c in self.bandwidth_classes)
             check(abs(total - 1.0) < 1e-6, f"bandwidth_classes: fractions sum to {total:g}, not 1")
-        self.secure.check_against(self.algorithms, self.data.devices, self.privacy.adaptive_clipping)
+        self.secure.check_against(self.algorithms, self.data.devices, self.privacy.adaptive_clipping,
+                                  self.privacy.mechanism == "user")
         if self.hierarchy.clustering == "assignment":
             check(len(self.hierarchy.assignment) == self.data.devices,
                   f"hierarchy.assignment: has {len(self.hierarchy.assignment)} entries, need one per device "

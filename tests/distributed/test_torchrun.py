@@ -7,9 +7,11 @@ contiguous blocks; 3 processes do not divide 20 devices.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -84,3 +86,39 @@ def test_more_processes_than_devices_is_a_one_line_error(tmp_path: Path) -> None
                      "--algorithm", "dfl", "--no-progress", "--out", str(tmp_path / "run"), timeout=120)
     assert done.returncode != 0
     assert "3 processes for 2 devices" in done.stderr
+
+
+def _children(pid: int) -> list[int]:
+    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    return [int(p) for p in found]
+
+
+def test_a_killed_worker_is_restarted_and_resumes_to_the_same_metrics(tmp_path: Path) -> None:
+    """torchrun --max-restarts 1: SIGKILL one worker mid-run; every process restarts from the last complete
+    checkpoint and the run ends with the metrics of an uninterrupted one."""
+    flags = ["--algorithm", "dpmn,fedavg", "--rounds", "12", "--no-progress"]
+    reference = tmp_path / "reference"
+    cwd = os.getcwd()
+    os.chdir(REPO)
+    try:
+        assert main(["run", *flags, "--out", str(reference)]) == 0
+    finally:
+        os.chdir(cwd)
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launcher = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                                 "--max-restarts=1", "-m", "fedge", "run", *flags, "--checkpoint-every", "2",
+                                 "--out", str(out)], cwd=REPO, env=env, text=True, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+    metrics, deadline = out / "dpmn" / "metrics.jsonl", time.monotonic() + 180
+    while time.monotonic() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 5):
+        time.sleep(0.05)
+    workers = [child for agent in _children(launcher.pid) for child in [agent, *_children(agent)]]
+    workers = [pid for pid in workers if pid != launcher.pid] or _children(launcher.pid)
+    assert workers, "no worker process to kill"
+    os.kill(workers[-1], signal.SIGKILL)
+    _, err = launcher.communicate(timeout=240)
+    assert launcher.returncode == 0, err[-3000:]
+    assert "exitcode: -9" in err  # the kill happened and was survived by a restart
+    for name in ("dpmn", "fedavg"):
+        assert (out / name / "metrics.jsonl").read_bytes() == (reference / name / "metrics.jsonl").read_bytes(), name

@@ -51,6 +51,12 @@ def tiny() -> Ratings:
 
 
 @pytest.fixture
+def small() -> Ratings:
+    """40 users, 80 items: enough held-out users that a changed test set changes the test metrics."""
+    return make_ratings(num_users=40, num_items=80, seed=3)
+
+
+@pytest.fixture
 def tiny_config() -> Callable[..., RecsysConfig]:
     """Config builder: tiny_config(tmp_path, section__key=value, ...)."""
     return _tiny_config

@@ -84,7 +84,8 @@ def test_target_epsilon_ends_the_run_before_the_round_that_would_exceed_it(tiny,
     assert len(result.history) == 2 and result.summary["rounds_done"] == 2
     assert "stopped after round 2: round 3 would bring ε to 6.482 > 6" in result.summary["stopped"]
     assert result.summary["epsilon"] == result.history[-1]["epsilon"] < 6
-    assert result.summary["hr@10"] == result.history[-1]["hr@10"]  # the last round was evaluated
+    assert "val_hr@10" in result.history[-1]  # the last round was evaluated
+    assert result.summary["test_hr@10"] == result.history[result.summary["best_round"] - 1]["test_hr@10"]
     written = json.loads((cfg.out_dir / "summary.json").read_text())
     assert written["rounds_done"] == 2 and (cfg.out_dir / "topk.json").exists()
     again = run(cfg, tiny, resume=True)  # resuming a stopped run trains nothing more
@@ -163,6 +164,6 @@ def test_killed_and_resumed_dp_run_reports_the_same_epsilon(tiny, tiny_config, t
     resumed = run(cfg, tiny, resume=True)
     assert _without(resumed.history, WALL_CLOCK) == _without(straight.history, WALL_CLOCK)
     assert _without(read_jsonl(out / "metrics.jsonl"), WALL_CLOCK) == _without(straight.history, WALL_CLOCK)
-    for key in ("epsilon", "max_grad_norm", "noise_multiplier", "update_noise_multiplier", "hr@10"):
+    for key in ("epsilon", "max_grad_norm", "noise_multiplier", "update_noise_multiplier", "test_hr@10"):
         assert resumed.summary[key] == straight.summary[key], key
     assert len({r["max_grad_norm"] for r in straight.history}) == 4  # C did move: the test would see a lost C

@@ -50,12 +50,28 @@ def test_resumed_run_equals_uninterrupted(tiny, tiny_config, tmp_path: Path, alg
         assert (tmp_path / "straight" / "run" / name).read_bytes() == (tmp_path / "resumed" / "run" / name).read_bytes()
 
 
+def test_a_run_that_stopped_early_stays_stopped_and_exports_its_chosen_round(small, tiny_config,
+                                                                            tmp_path: Path) -> None:
+    """The checkpoint carries the best validation round's state: resuming an early-stopped run trains no further
+    round and exports the same top-K lists."""
+    cfg = tiny_config(tmp_path, algorithm="central-mf", train__rounds=40, train__patience=2, train__lr=0.3)
+    done = run(cfg, small, checkpoint_every=3)
+    topk = (cfg.out_dir / "topk.json").read_bytes()
+    assert done.summary["stopped"] and done.summary["best_round"] < len(done.history) < 40
+    again = run(cfg, small, resume=True)
+    assert _timeless(again.history) == _timeless(done.history)
+    for key in ("stopped", "best_round", "val_hr@10", "test_hr@10"):
+        assert again.summary[key] == done.summary[key], key
+    assert (cfg.out_dir / "topk.json").read_bytes() == topk
+
+
 def test_resume_at_the_last_round_rewrites_the_same_result(tiny, tiny_config, tmp_path: Path) -> None:
     cfg = tiny_config(tmp_path, train__rounds=2)
     done = run(cfg, tiny, checkpoint_every=2)
     again = run(cfg, tiny, resume=True)
     assert _timeless(again.history) == _timeless(done.history)
-    assert again.summary["hr@10"] == done.summary["hr@10"] and again.summary["run_id"] == done.summary["run_id"]
+    for key in ("val_hr@10", "test_hr@10", "best_round", "run_id"):
+        assert again.summary[key] == done.summary[key], key
 
 
 def test_resume_refuses_bad_and_overtaken_checkpoints(tiny, tiny_config, tmp_path: Path) -> None:

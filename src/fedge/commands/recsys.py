@@ -1,10 +1,12 @@
 """Federated recommendation on MovieLens: fedmf, fedncf, fedmeta, decentralized (dfedmf, dfedncf) and the
 centralized references (central-mf, central-neumf), under the implicit (HR@10, NDCG@10) or explicit (RMSE)
-protocol. Every exchange crosses a transport (`--set runtime.transport=loopback` encodes each message to bytes).
-Writes metrics.jsonl, summary.json, config.yaml, item_embeddings.pt and topk.json to the output folder; a rerun into a
-folder that holds a run replaces it only once it has finished (`fedge.runfolder.staging`). `--checkpoint-every K` and
-`--resume DIR` checkpoint and continue a run as `fedge run` does. `--set privacy.mechanism=user` trains fedmf or fedncf
-with user-level DP-FedAvg and reports ε (docs/recsys.md, "Differential privacy")."""
+protocol. Each algorithm's defaults are its tuned settings (`fedge.recsys.defaults`); the reported round is the one
+with the best validation metric, and test metrics are only measured. Every exchange crosses a transport (`--set
+runtime.transport=loopback` encodes each message to bytes). Writes metrics.jsonl, summary.json, config.yaml,
+item_embeddings.pt and topk.json to the output folder; a rerun into a folder that holds a run replaces it only once it
+has finished (`fedge.runfolder.staging`). `--checkpoint-every K` and `--resume DIR` checkpoint and continue a run as
+`fedge run` does. `--set privacy.mechanism=user` trains fedmf or fedncf with user-level DP-FedAvg and reports ε
+(docs/recsys.md, "Differential privacy")."""
 
 from __future__ import annotations
 
@@ -23,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--download", action="store_true", help="download the dataset into --data-dir if absent")
     parser.add_argument("--algorithm", help="fedmf, fedncf, fedmeta, dfedmf, dfedncf, central-mf, central-neumf")
     parser.add_argument("--protocol", choices=["implicit", "explicit"], help="HR/NDCG ranking or RMSE")
-    parser.add_argument("--rounds", type=int, help="communication rounds (epochs for centralized)")
+    parser.add_argument("--rounds", type=int, help="most communication rounds (epochs for centralized); early "
+                        "stopping on validation (train.patience) may end sooner")
     parser.add_argument("--upload", choices=["interacted", "full"], help="payload: touched items or whole catalogue")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--out", type=Path, help="run folder (default runs/recsys/<algorithm>)")
@@ -38,9 +41,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def resolve(args: argparse.Namespace) -> Any:
-    """The resolved config (YAML, flags, `--set`), with the algorithm's name checked against the registry."""
+    """The resolved config (the algorithm's tuned defaults, `fedge.recsys.defaults`, then YAML, flags, `--set`),
+    with the algorithm's name checked against the registry."""
     from fedge.recsys.algorithms import RECSYS_ALGORITHMS
-    from fedge.recsys.config import RecsysConfig
+    from fedge.recsys.defaults import recsys_config
 
     mapping: dict[str, Any] = load_yaml(args.config) if args.config else {}
     flags = {"data.dataset": args.dataset, "data.data_dir": args.data_dir and str(args.data_dir),
@@ -54,7 +58,7 @@ def resolve(args: argparse.Namespace) -> Any:
     mapping = apply_overrides(mapping, overrides + list(args.set))
     if "out_dir" not in mapping:
         mapping["out_dir"] = str(Path("runs/recsys") / str(mapping.get("algorithm", "fedmf")))
-    cfg = build(RecsysConfig, mapping)
+    cfg = recsys_config(mapping)  # the algorithm's tuned defaults under the YAML and flags
     RECSYS_ALGORITHMS.check([cfg.algorithm], "algorithm")
     return cfg
 
@@ -97,9 +101,12 @@ def main(args: argparse.Namespace) -> int:
         path = args.resume / checkpoint.FILENAME
         every = checkpoint.load(path).checkpoint_every if path.exists() else 0
     summary = run(cfg, checkpoint_every=every or 0, resume=bool(args.resume)).summary
-    quality = [summary.get("hr@10", "-"), summary.get("ndcg@10", "-"), summary.get("rmse", "-")]
-    print_table(f"fedge recsys: {cfg.algorithm} on {cfg.data.dataset} ({summary['protocol']})",
-                ["algorithm", "HR@10", "NDCG@10", "RMSE", "MB up", "MB down", "MB peer", "s/round"],
+    names = ("hr@10", "ndcg@10") if summary["protocol"] == "implicit" else ("rmse",)
+    quality = [summary[f"{part}_{name}"] for name in names for part in ("val", "test")]
+    headers = [f"{part} {name.upper()}" for name in names for part in ("val", "test")]
+    print_table(f"fedge recsys: {cfg.algorithm} on {cfg.data.dataset} ({summary['protocol']}), round "
+                f"{summary['best_round']} of {summary['rounds_done']} (best validation)",
+                ["algorithm", *headers, "MB up", "MB down", "MB peer", "s/round"],
                 [[cfg.algorithm, *quality, summary["mb_up"], summary["mb_down"], summary["mb_peer"],
                   summary["mean_round_s"]]])
     if "privacy_mechanism" in summary:
@@ -107,7 +114,7 @@ def main(args: argparse.Namespace) -> int:
         console.print(f"user-level DP: ε = {'∞' if epsilon is None else f'{epsilon:.4g}'} at δ = {summary['delta']:g} "
                       f"after {summary['rounds_done']} rounds (σ = {summary['noise_multiplier']:.4g}, q = "
                       f"{summary['sample_rate']:g}, accountant {summary['accountant']})")
-        if summary["stopped"]:
-            console.print(summary["stopped"])
+    if summary["stopped"]:
+        console.print(summary["stopped"])
     console.print(f"run folder: {cfg.out_dir}")
     return 0

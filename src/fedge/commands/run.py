@@ -142,13 +142,15 @@ def main(args: argparse.Namespace) -> int:
 
     if args.checkpoint_every is not None and args.checkpoint_every < 0:
         raise ConfigError(f"--checkpoint-every: must be >= 0, got {args.checkpoint_every}")
+    if distributed.launched():
+        config = resolve_config(args)
+        ALGORITHMS.check(config.algorithms, "algorithms")
+        return _run_distributed(args, config, args.checkpoint_every or 0)
     if args.resume:
         config, checkpoint_every = resume_config(args)
     else:
         config, checkpoint_every = resolve_config(args), args.checkpoint_every or 0
     ALGORITHMS.check(config.algorithms, "algorithms")
-    if distributed.launched():
-        return _run_distributed(args, config, checkpoint_every)
     out = Path(config.out)
     with attempt(out, "out", resume=bool(args.resume)) as place:  # output problems surface before any data loads
         for stale in ("comparison.json", FAILED):  # a resumed run is unfinished until it ends
@@ -179,6 +181,7 @@ def _run_distributed(args: argparse.Namespace, config: ExperimentConfig, checkpo
     """`fedge run` as one of the processes torchrun started (fedge.runtimes.distributed): every process runs the
     same rounds for its block of devices; rank 0 writes the run folder and prints, the others stay quiet."""
     import contextlib
+    import os
 
     from fedge.config import to_dict
     from fedge.runfolder.staging import attempt
@@ -186,8 +189,16 @@ def _run_distributed(args: argparse.Namespace, config: ExperimentConfig, checkpo
     from fedge.runtimes.setup import prepare
     from fedge.runtimes.simulator import simulate
 
-    if args.resume or checkpoint_every:
-        raise ConfigError("--checkpoint-every/--resume: not yet available for runs over several processes")
+    if args.resume:
+        if args.out is not None and Path(args.out) != Path(args.resume):
+            raise ConfigError(f"--resume {args.resume} and --out {args.out} disagree; give one of them")
+        config.out = args.resume
+    # torchrun restarts every process after one failed (--max-restarts): they resume from the last complete
+    # checkpoint, in place
+    restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
+    resume = bool(args.resume) or (restarted and checkpoint_every > 0)
+    if args.resume and not Path(args.resume).is_dir():
+        raise ConfigError(f"--resume: {args.resume} is not a folder")
     if config.secure.aggregation != "none":
         raise ConfigError(f"secure.aggregation: {config.secure.aggregation} is not yet available for runs over "
                           "several processes")
@@ -202,7 +213,10 @@ def _run_distributed(args: argparse.Namespace, config: ExperimentConfig, checkpo
             raise
         lead = rank == 0
         out = Path(config.out)
-        staged = attempt(out, "out") if lead else contextlib.nullcontext(None)
+        if lead and checkpoint_every and not resume and out.exists() and any(out.iterdir()):
+            raise ConfigError(f"--out: {out} is not empty; a run over several processes that checkpoints starts in "
+                              "a fresh folder (its processes write their checkpoints there, also on other machines)")
+        staged = attempt(out, "out", resume=resume) if lead else contextlib.nullcontext(None)
         with staged as place:
             setup = prepare(config)
             if lead:
@@ -213,7 +227,8 @@ def _run_distributed(args: argparse.Namespace, config: ExperimentConfig, checkpo
                               enabled=lead and not args.no_progress) as adv:
                 for name in config.algorithms:
                     results.append(simulate(config, name, place.path / name if lead else None, setup=setup,
-                                            on_round=lambda metrics: adv(), placement=placement))
+                                            on_round=lambda metrics: adv(), placement=placement,
+                                            checkpoint_every=checkpoint_every, resume=resume, shard_dir=out / name))
             if lead:
                 atomic_write_json(place.path / "comparison.json", {
                     "results": [{k: v for k, v in r.summary.items() if k != "config"} for r in results]})

@@ -10,6 +10,7 @@ holds what the next round reads:
   between rounds exposes it as `state_dict()` / `load_state_dict(d)`. fedmeta keeps none (stateless clients, a
   fresh local optimiser per round);
 * the ledger (`fedge.messaging.Ledger.state_dict`), the per-round history, the byte totals and round times;
+* the round validation selected so far and the (scoring) state it was measured with, which the run exports;
 * under user-level DP (`fedge.recsys.dp`): σ, the clipping norm C as adaptive clipping left it, and the accountant's
   history, so a resumed run reports the same ε as an uninterrupted one;
 * the config (and its hash, which leaves out `out_dir`, `progress`, `runtime` and `train.rounds`: a run may be
@@ -65,6 +66,7 @@ class RecCheckpoint:
     totals: list[int]  # bytes sent by devices, received by devices, between peers
     round_times: list[float]
     privacy: dict[str, Any] | None = None  # `UserLevelDP.state_dict()` under privacy.mechanism user
+    best: dict[str, Any] | None = None  # `Selection.state_dict()`: the best validation round and its scoring state
 
 
 def _server_optimizers(algo: RecAlgorithm, state: RecState) -> list[ServerOptimizer]:
@@ -90,14 +92,15 @@ def algorithm_state(algo: RecAlgorithm, state: RecState) -> dict[str, Any]:
 
 def capture(cfg: RecsysConfig, algo: RecAlgorithm, state: RecState, every: int, run_id: str, ledger: dict[str, Any],
             history: list[dict[str, Any]], totals: list[int], round_times: list[float],
-            privacy: dict[str, Any] | None = None) -> RecCheckpoint:
-    """The checkpoint after round `len(history)` (`privacy`: the DP mechanism's state, if any)."""
+            privacy: dict[str, Any] | None = None, best: dict[str, Any] | None = None) -> RecCheckpoint:
+    """The checkpoint after round `len(history)` (`privacy`: the DP mechanism's state, if any; `best`: the selected
+    round's scoring state, `fedge.recsys.selection.Selection.state_dict`)."""
     return RecCheckpoint(
         algorithm=cfg.algorithm, round=len(history), config_hash=config_hash(cfg), config=to_dict(cfg),
         checkpoint_every=every, run_id=run_id, shared={k: v.detach().clone() for k, v in state.shared.items()},
         user=None if state.user is None else state.user.detach().clone(),
         algorithm_state=algorithm_state(algo, state), ledger=ledger, history=list(history), totals=list(totals),
-        round_times=list(round_times), privacy=privacy)
+        round_times=list(round_times), privacy=privacy, best=best)
 
 
 def restore(algo: RecAlgorithm, state: RecState, saved: RecCheckpoint) -> None:

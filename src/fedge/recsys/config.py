@@ -36,7 +36,7 @@ class DataConfig:
     protocol: Literal["implicit", "explicit"] = "implicit"
     num_negatives: NonNegativeInt = 4  # training negatives per positive (NCF)
     eval_negatives: PositiveInt = 99  # sampled never-seen items ranked against the held-out one
-    # explicit protocol: share of each user's ratings held out
+    # explicit protocol: share of each user's ratings held out for test (as many again for validation)
     test_fraction: Annotated[float, Range(0, 1, low_open=True, high_open=True)] = 0.2
 
 
@@ -48,7 +48,10 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    rounds: PositiveInt = 20  # communication rounds (epochs for centralized)
+    rounds: PositiveInt = 20  # most communication rounds (epochs for centralized); early stopping may end sooner
+    # early stopping (fedge.recsys.selection): end the run once `patience` rounds have passed since the best
+    # validation HR@10 (RMSE); 0 = run every round. Either way the reported model is the best-validation round's.
+    patience: NonNegativeInt = 0
     client_fraction: Share = 1.0  # share of users taking part in a round
     local_epochs: PositiveInt = 1
     # epochs fitting only the private user row to the downloaded model, before local_epochs

@@ -12,7 +12,11 @@ Bytes are the transport ledger's: the lengths of the messages that crossed (15-b
 * `mb_total` — cumulative over the run, all links; `bytes_by_link` — cumulative bytes per link kind.
 
 Evaluation is the experimenter's measurement, not part of the protocol: devices score with the aggregator's
-current model without a counted download.
+current model without a counted download. Every evaluation round (`eval_every`, and the last round run) records the
+validation metrics (`val_hr@10`, `val_ndcg@10`; explicit: `val_rmse`) and the test ones (`test_...`). The summary
+reports the round with the best validation metric (`best_round`; `fedge.recsys.selection`), its validation and test
+metrics, and the exported top-K and item table are that round's; `train.patience` > 0 ends the run (`stopped`
+saying why) once that many rounds passed without a better validation metric. No choice reads a test metric.
 
 The folder is written as every command's is (`fedge.runfolder.staging`: a rerun into a folder holding a run
 replaces it only once finished); `checkpoint_every` K > 0 writes `checkpoint.pt` every K rounds and after the last,
@@ -46,7 +50,8 @@ from fedge.recsys.algorithms import RECSYS_ALGORITHMS, build
 from fedge.recsys.algorithms.base import Context, RecAlgorithm, RecState
 from fedge.recsys.config import RecsysConfig
 from fedge.recsys.draws import Draws
-from fedge.recsys.protocol import RecData, build_explicit, build_implicit, hit_ndcg, rmse
+from fedge.recsys.protocol import HeldOut, RecData, build_explicit, build_implicit, hit_ndcg, rmse
+from fedge.recsys.selection import Selection
 from fedge.runfolder import Diverged, RunFolder, RunResult, check_finite, complete
 from fedge.runfolder.staging import attempt
 
@@ -72,21 +77,31 @@ def select_clients(streams: Streams, rnd: int, num_users: int, count: int) -> to
     return torch.argsort(keys, stable=True)[:count].sort().values
 
 
+def score(algo: RecAlgorithm, state: RecState, data: RecData, held: HeldOut, draws: Draws,
+          where: str = "evaluation", hint: str = "lower train.lr") -> dict[str, float]:
+    """HR@10/NDCG@10 (implicit) or RMSE (explicit) on one held-out set, with the algorithm's own predictor. Scores
+    that are not finite raise `Diverged` (`where` and `hint` go into its message): a NaN never ranks below the
+    positive."""
+    if data.protocol == "implicit":
+        assert held.items is not None
+        users = torch.arange(data.num_users).repeat_interleave(held.items.shape[1])
+        scores = algo.predict(state, users, held.items.reshape(-1), draws)
+        check_finite(scores, "model's scores", where, hint)
+        hr, ndcg = hit_ndcg(scores.reshape(held.items.shape), k=10)
+        return {"hr@10": hr, "ndcg@10": ndcg}
+    assert held.user is not None and held.item is not None and held.rating is not None
+    pred = algo.predict(state, held.user, held.item, draws)
+    check_finite(pred, "model's predictions", where, hint)
+    return {"rmse": rmse(pred, held.rating)}
+
+
 def evaluate(algo: RecAlgorithm, state: RecState, data: RecData, draws: Draws, where: str = "evaluation",
              hint: str = "lower train.lr") -> dict[str, float]:
-    """HR@10/NDCG@10 (implicit) or RMSE (explicit) over all users, with the algorithm's own predictor. Scores that
-    are not finite raise `Diverged` (`where` and `hint` go into its message): a NaN never ranks below the positive."""
-    if data.protocol == "implicit":
-        assert data.eval_items is not None
-        users = torch.arange(data.num_users).repeat_interleave(data.eval_items.shape[1])
-        scores = algo.predict(state, users, data.eval_items.reshape(-1), draws)
-        check_finite(scores, "model's scores", where, hint)
-        hr, ndcg = hit_ndcg(scores.reshape(data.eval_items.shape), k=10)
-        return {"hr@10": hr, "ndcg@10": ndcg}
-    assert data.test_user is not None and data.test_item is not None and data.test_rating is not None
-    pred = algo.predict(state, data.test_user, data.test_item, draws)
-    check_finite(pred, "model's predictions", where, hint)
-    return {"rmse": rmse(pred, data.test_rating)}
+    """The validation metrics (`val_hr@10`, `val_ndcg@10` or `val_rmse`) and the test ones (`test_...`), scored with
+    the same state and draws. Only the validation ones are read by a choice (`fedge.recsys.selection`)."""
+    out = {f"val_{k}": v for k, v in score(algo, state, data, data.val, draws, where, hint).items()}
+    out.update({f"test_{k}": v for k, v in score(algo, state, data, data.test, draws, where, hint).items()})
+    return out
 
 
 def top_k(algo: RecAlgorithm, state: RecState, data: RecData, k: int, draws: Draws,
@@ -168,51 +183,40 @@ def _train(cfg: RecsysConfig, ratings: Ratings | None, transport: Callable[[Ledg
         atomic_write_bytes(out / "metrics.jsonl", "".join(dumps(r) + "\n" for r in done.history).encode())
     folder = RunFolder(out, append=saved is not None, run_id=saved.run_id if saved else None) if out else None
     hint = divergence_hint(cfg)
-    metrics: dict[str, float] = {}
-    scored_at = 0  # the round of the last evaluation (the last round always evaluates)
-    scoring = state
+    selection = Selection.replay(data.protocol, cfg.train.patience, done.history)
+    if saved is not None:
+        selection.load_state(saved.best)
     per_round = max(1, round(cfg.train.client_fraction * data.num_users))
-    stopped: str | None = None  # why the run ended before train.rounds (privacy.target_epsilon)
+    # why the run ended before train.rounds (early stopping on validation, privacy.target_epsilon), if it did
+    stopped = selection.stop_reason(len(done.history)) if selection.exhausted(len(done.history)) else None
+    first = cfg.train.rounds + 1 if stopped else len(done.history) + 1  # a resumed run that had stopped early
     try:
         with progress_bar(f"recsys {cfg.algorithm}", cfg.train.rounds, enabled=cfg.progress) as advance:
             advance(len(done.history))
-            for rnd in range(len(done.history) + 1, cfg.train.rounds + 1):
+            for rnd in range(first, cfg.train.rounds + 1):
                 stopped = privacy.stop_reason(rnd) if privacy is not None else None
                 if stopped:  # resuming a run that had stopped at its target ε
                     break
-                start = time.perf_counter()
-                ledger.begin_round()
-                users = (privacy.participants(rnd) if privacy is not None
-                         else select_clients(streams, rnd, data.num_users, per_round))
-                report = algo.server_aggregate(state, algo.client_round(state, users, rnd), rnd)
-                done.round_times.append(time.perf_counter() - start)
-                check_finite(report.loss, "training loss", f"round {rnd}", hint)
-                for name, tensor in [*state.shared.items(), ("user rows", state.user)]:
-                    if tensor is not None:
-                        check_finite(tensor.detach(), f"model's {name} parameters", f"round {rnd}", hint)
-                up, down, peer = _traffic(ledger)
-                done.totals = [done.totals[0] + up, done.totals[1] + down, done.totals[2] + peer]
-                record: dict[str, Any] = {"round": rnd, "clients": len(users), "loss": report.loss,
-                                          "round_s": done.round_times[-1], "mb_up": up / MB, "mb_down": down / MB,
-                                          "mb_peer": peer / MB, "mb_total": ledger.total / MB,
-                                          "bytes_by_link": dict(ledger.bytes_by_link), **report.extra}
+                record = _round(cfg, algo, state, data, streams, ledger, done, privacy, per_round, rnd, hint)
                 if privacy is not None:
-                    record.update(privacy.round_record())
                     stopped = privacy.stop_reason(rnd + 1) if rnd < cfg.train.rounds else None
-                final = rnd == cfg.train.rounds or stopped is not None
-                if rnd % cfg.eval_every == 0 or final:
-                    scoring, scored_at = algo.scoring_state(state, Draws(streams, "recsys-refit", rnd)), rnd
-                    metrics = evaluate(algo, scoring, data, Draws(streams, "recsys-eval", rnd), f"round {rnd}", hint)
-                    record.update(metrics)
+                if rnd % cfg.eval_every == 0 or rnd == cfg.train.rounds or stopped is not None:
+                    scoring = algo.scoring_state(state, Draws(streams, "recsys-refit", rnd))
+                    record.update(evaluate(algo, scoring, data, Draws(streams, "recsys-eval", rnd), f"round {rnd}",
+                                           hint))
+                    selection.offer(rnd, record, scoring)
+                    if stopped is None and rnd < cfg.train.rounds and selection.exhausted(rnd):
+                        stopped = selection.stop_reason(rnd)
                 done.history.append(record)
                 if folder is not None:
                     folder.log(record)
-                    if checkpoint_every > 0 and (final or rnd % checkpoint_every == 0):
+                    if checkpoint_every > 0 and (stopped or rnd == cfg.train.rounds or rnd % checkpoint_every == 0):
                         checkpoint.save(folder.path / checkpoint.FILENAME, checkpoint.capture(
                             cfg, algo, state, checkpoint_every, folder.run_id, ledger.state_dict(), done.history,
-                            done.totals, done.round_times, None if privacy is None else privacy.state_dict()))
-                status = " ".join(f"{k}={v:.4f}" for k, v in metrics.items())
-                advance(1, status=f"loss={report.loss:.4f} {status}")
+                            done.totals, done.round_times, None if privacy is None else privacy.state_dict(),
+                            selection.state_dict()))
+                status = " ".join(f"{k}={record[k]:.4f}" for k in record if k.startswith("val_"))
+                advance(1, status=f"loss={record['loss']:.4f} {status}")
                 if stopped:
                     break
     except Diverged as err:
@@ -222,25 +226,48 @@ def _train(cfg: RecsysConfig, ratings: Ratings | None, transport: Callable[[Ledg
     finally:
         if folder is not None:
             folder.close()  # metrics.jsonl keeps the finished rounds
-    if scored_at != len(done.history):  # resumed at the last round: its evaluation, again (same streams and state)
-        scored_at = len(done.history)
-        scoring = algo.scoring_state(state, Draws(streams, "recsys-refit", scored_at))
-        metrics = {k: done.history[-1][k] for k in ("hr@10", "ndcg@10", "rmse") if k in done.history[-1]}
+    assert selection.best_state is not None, "the last round run is always evaluated"
     summary = complete({
         "algorithm": cfg.algorithm, "dataset": cfg.data.dataset, "protocol": data.protocol,
-        "users": data.num_users, "items": data.num_items, "rounds": cfg.train.rounds, **metrics,
+        "users": data.num_users, "items": data.num_items, "rounds": cfg.train.rounds,
+        "rounds_done": len(done.history), "best_round": selection.best_round, "stopped": stopped,
+        **selection.best_metrics,
         "mb_up": done.totals[0] / MB, "mb_down": done.totals[1] / MB, "mb_peer": done.totals[2] / MB,
         "mb_total": ledger.total / MB, "transport": carrier.name, "bytes_by_link": dict(ledger.bytes_by_link),
         "messages_by_link": dict(ledger.messages_by_link), "bytes_by_kind": dict(ledger.bytes_by_kind),
         "mean_round_s": sum(done.round_times) / max(len(done.round_times), 1),
-        "duplicates_removed": ratings.duplicates_removed,
-        **({} if privacy is None else {**privacy.summary(), "rounds_done": len(done.history), "stopped": stopped}),
+        "duplicates_removed": ratings.duplicates_removed, **({} if privacy is None else privacy.summary()),
     }, to_dict(cfg))
     if folder is not None:
-        # the top-K lists score with the models the last evaluation measured (fedmeta: the same adaptation)
-        export(algo, scoring, data, ratings, cfg, folder.path, Draws(streams, "recsys-eval", scored_at))
+        # the top-K lists score with the model validation chose (fedmeta: the same adaptation as its evaluation)
+        export(algo, selection.best_state, data, ratings, cfg, folder.path,
+               Draws(streams, "recsys-eval", selection.best_round))
         folder.finish(summary)
     return RunResult(summary, done.history, state)
+
+
+def _round(cfg: RecsysConfig, algo: RecAlgorithm, state: RecState, data: RecData, streams: Streams, ledger: Ledger,
+           done: Progress, privacy: Any, per_round: int, rnd: int, hint: str) -> dict[str, Any]:
+    """Train round `rnd` (selection, local training, aggregation) and return its record, without metrics."""
+    start = time.perf_counter()
+    ledger.begin_round()
+    users = (privacy.participants(rnd) if privacy is not None
+             else select_clients(streams, rnd, data.num_users, per_round))
+    report = algo.server_aggregate(state, algo.client_round(state, users, rnd), rnd)
+    done.round_times.append(time.perf_counter() - start)
+    check_finite(report.loss, "training loss", f"round {rnd}", hint)
+    for name, tensor in [*state.shared.items(), ("user rows", state.user)]:
+        if tensor is not None:
+            check_finite(tensor.detach(), f"model's {name} parameters", f"round {rnd}", hint)
+    up, down, peer = _traffic(ledger)
+    done.totals = [done.totals[0] + up, done.totals[1] + down, done.totals[2] + peer]
+    record: dict[str, Any] = {"round": rnd, "clients": len(users), "loss": report.loss,
+                              "round_s": done.round_times[-1], "mb_up": up / MB, "mb_down": down / MB,
+                              "mb_peer": peer / MB, "mb_total": ledger.total / MB,
+                              "bytes_by_link": dict(ledger.bytes_by_link), **report.extra}
+    if privacy is not None:
+        record.update(privacy.round_record())
+    return record
 
 
 def export(algo: RecAlgorithm, state: RecState, data: RecData, ratings: Ratings, cfg: RecsysConfig, out: Path,
@@ -259,4 +286,4 @@ def export(algo: RecAlgorithm, state: RecState, data: RecData, ratings: Ratings,
     atomic_write_bytes(out / "topk.json", (json.dumps(topk) + "\n").encode())
 
 
-__all__ = ["evaluate", "export", "prepare", "run", "select_clients", "top_k"]
+__all__ = ["evaluate", "export", "prepare", "run", "score", "select_clients", "top_k"]

@@ -37,12 +37,28 @@ def join(timeout_s: float = 300.0) -> tuple[int, int]:
     """Join the default process group (gloo) if not yet joined; returns (rank, world size)."""
     if not dist.is_initialized():
         try:
-            dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=timeout_s))
+            dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=timeout_s), **_attempt_store(timeout_s))
         except Exception as error:  # a launcher's rendezvous failure is the user's setup, said in one line
             where = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
             raise ConfigError(f"torch.distributed: could not join the process group at {where} within "
                               f"{timeout_s:g} s ({type(error).__name__}: {str(error).splitlines()[0][:160]})") from None
     return dist.get_rank(), dist.get_world_size()
+
+
+def _attempt_store(timeout_s: float) -> dict[str, object]:
+    """Under torchrun, the process group's keys in a store of their own per restart (`TORCHELASTIC_RESTART_COUNT`):
+    after a restart the rendezvous store can still hold the previous attempt's addresses, and a process reading a
+    dead peer's address fails to connect. Outside torchrun: {} (the env:// defaults)."""
+    env = os.environ
+    if "TORCHELASTIC_RESTART_COUNT" not in env or not {"MASTER_ADDR", "MASTER_PORT", "RANK"} <= env.keys():
+        return {}
+    rank, world = int(env["RANK"]), int(env["WORLD_SIZE"])
+    agent_hosts_it = env.get("TORCHELASTIC_USE_AGENT_STORE") == str(True)
+    store = dist.TCPStore(env["MASTER_ADDR"], int(env["MASTER_PORT"]), world,
+                          is_master=rank == 0 and not agent_hosts_it, timeout=datetime.timedelta(seconds=timeout_s),
+                          multi_tenant=not agent_hosts_it)
+    prefix = dist.PrefixStore(f"fedge/attempt-{env['TORCHELASTIC_RESTART_COUNT']}", store)
+    return {"store": prefix, "rank": rank, "world_size": world}
 
 
 def leave() -> None:

@@ -25,13 +25,13 @@ import torch
 from fedge.algorithms import ALGORITHMS, create
 from fedge.algorithms.components.combining import NeighbourRegularizer
 from fedge.algorithms.context import RunContext
-from fedge.config import ConfigError, to_dict
+from fedge.config import to_dict
 from fedge.experiment import ExperimentConfig
 from fedge.messaging import Inbox, Ledger, make_transport
 from fedge.messaging.distributed import DistributedTransport, Placement
 from fedge.output import JsonlWriter, atomic_write_bytes, dumps, read_jsonl
 from fedge.runfolder import Diverged, RunFolder, RunResult, complete
-from fedge.runtimes import checkpoint
+from fedge.runtimes import checkpoint, shard_checkpoint
 from fedge.runtimes.device_threads import intra_op_threads
 from fedge.runtimes.distributed import Shard
 from fedge.runtimes.faults import FaultModel
@@ -56,12 +56,19 @@ def _resume(out: Path, config: ExperimentConfig, algorithm_name: str, fed: Feder
         return [], None
     saved = checkpoint.load(path, config, algorithm_name)
     checkpoint.verify(out, saved)
+    return _restore(saved, fed, ledger, out)
+
+
+def _restore(saved: checkpoint.Checkpoint, fed: Federation, ledger: Ledger,
+             out: Path | None) -> tuple[list[dict[str, Any]], str | None]:
+    """Load `saved` into `fed` and `ledger`; truncate out's logs (if this process writes them) to its round."""
     fed.load_state_dict(saved.federation)
     ledger.load_state_dict(saved.ledger)
-    atomic_write_bytes(out / "metrics.jsonl", "".join(dumps(m) + "\n" for m in saved.history).encode())
-    neighbours = out / "neighbours.jsonl"
-    kept = [r for r in read_jsonl(neighbours) if r.get("round", 0) <= saved.round] if neighbours.exists() else []
-    atomic_write_bytes(neighbours, "".join(dumps(r) + "\n" for r in kept).encode())
+    if out is not None:
+        atomic_write_bytes(out / "metrics.jsonl", "".join(dumps(m) + "\n" for m in saved.history).encode())
+        neighbours = out / "neighbours.jsonl"
+        kept = [r for r in read_jsonl(neighbours) if r.get("round", 0) <= saved.round] if neighbours.exists() else []
+        atomic_write_bytes(neighbours, "".join(dumps(r) + "\n" for r in kept).encode())
     return list(saved.history), saved.run_id or None
 
 
@@ -172,23 +179,28 @@ def simulate(config: ExperimentConfig, algorithm_name: str, out_dir: str | Path 
              setup: Setup | None = None, on_round: Callable[[dict[str, Any]], None] | None = None,
              checkpoint_every: int = 0, resume: bool = False,
              device_order: Sequence[int] | torch.Tensor | None = None,
-             placement: Placement | None = None) -> RunResult:
+             placement: Placement | None = None, shard_dir: Path | None = None) -> RunResult:
     """Run `algorithm_name` for `config.rounds` rounds; returns the result (also written to out_dir).
 
     `checkpoint_every` K > 0 writes out_dir/checkpoint.pt every K rounds and after the last; `resume` continues
     from out_dir/checkpoint.pt when there is one (refusing a corrupt or foreign one with a ConfigError).
     `device_order` stores device `device_order[r]` in row r (default: device r); results do not depend on it.
     `placement`: a distributed run's process (fedge.runtimes.distributed): it runs its devices, every process calls
-    this together, and only the one given `out_dir` writes.
+    this together, and only the one given `out_dir` writes the run's files; each checkpoints its part into
+    `shard_dir` (fedge.runtimes.shard_checkpoint).
     """
-    if placement is not None and (checkpoint_every or resume):
-        raise ConfigError("--checkpoint-every/--resume: not yet available for runs over several processes")
+    if placement is not None and (checkpoint_every or resume) and shard_dir is None:
+        raise ValueError("a distributed run checkpoints into shard_dir")
     sim = Simulation.build(config, algorithm_name, setup, device_order, placement)
     shard = sim.env.shard
     out = Path(out_dir) if out_dir is not None else None
     history: list[dict[str, Any]] = []
     run_id = None
-    if resume and out is not None and out.is_dir():
+    if resume and placement is not None and shard_dir is not None:
+        saved = shard_checkpoint.load(shard_dir, config, algorithm_name, placement)
+        if saved is not None:
+            history, run_id = _restore(saved, sim.fed, sim.ledger, out)
+    elif resume and out is not None and out.is_dir():
         history, run_id = _resume(out, config, algorithm_name, sim.fed, sim.ledger)
     folder = RunFolder(out, append=bool(history), run_id=run_id) if out else None
     neighbours_log = JsonlWriter(out / "neighbours.jsonl", truncate=not history) if out else None
@@ -207,10 +219,12 @@ def simulate(config: ExperimentConfig, algorithm_name: str, out_dir: str | Path 
             adjacency = sim.fed.neighbours if shard is None else shard.complete(sim.fed.neighbours)
             if neighbours_log:
                 neighbours_log.write({"round": sim.fed.round, "neighbours": neighbour_ids(sim.ctx, adjacency)})
-            if out is not None and checkpoint_every > 0 and (sim.done or sim.fed.round % checkpoint_every == 0):
-                checkpoint.save(out / checkpoint.FILENAME,
-                                sim.checkpoint(algorithm_name, checkpoint_every, history, folder.run_id if folder
-                                               else ""))
+            if checkpoint_every > 0 and (sim.done or sim.fed.round % checkpoint_every == 0):
+                state = sim.checkpoint(algorithm_name, checkpoint_every, history, folder.run_id if folder else "")
+                if placement is not None and shard_dir is not None:
+                    shard_checkpoint.save(shard_dir, state, placement, state.run_id)
+                elif out is not None:
+                    checkpoint.save(out / checkpoint.FILENAME, state)
             if on_round:
                 on_round(metrics)
     except Diverged as err:

@@ -40,29 +40,61 @@ class HeCost:
     seconds: dict[str, float] = field(default_factory=lambda: {"encrypt": 0.0, "aggregate": 0.0, "decrypt": 0.0})
 
 
-class Ckks:
-    """CKKS with TenSEAL: the devices' context (secret key) and the server's public copy."""
+def pack_ciphertexts(blobs: list[bytes]) -> bytes:
+    """Several serialized ciphertexts as one message body: each preceded by its length (4 bytes, little-endian)."""
+    return b"".join(len(b).to_bytes(4, "little") + b for b in blobs)
 
-    def __init__(self, poly_modulus_degree: int = 8192, scale_bits: int = 40) -> None:
+
+def unpack_ciphertexts(blob: bytes) -> list[bytes]:
+    """The inverse of `pack_ciphertexts`."""
+    out, offset = [], 0
+    while offset < len(blob):
+        size = int.from_bytes(blob[offset:offset + 4], "little")
+        out.append(blob[offset + 4:offset + 4 + size])
+        offset += 4 + size
+    if offset != len(blob):
+        raise ValueError("a packed ciphertext message ends in the middle of a ciphertext")
+    return out
+
+
+class Ckks:
+    """CKKS with TenSEAL: the devices' context (secret key) and the server's public copy. `secret_context`: a
+    context serialized with its secret key (`secret_context_bytes`), to restore the devices' key pair (resume; made
+    with the same `poly_modulus_degree`)."""
+
+    def __init__(self, poly_modulus_degree: int = 8192, scale_bits: int = 40,
+                 secret_context: bytes | None = None) -> None:
         import tenseal as ts
 
         self.ts = ts
-        self.context = ts.context(ts.SCHEME_TYPE.CKKS, poly_modulus_degree=poly_modulus_degree,
-                                  coeff_mod_bit_sizes=[60, scale_bits, 60])
-        self.context.global_scale = 2.0 ** scale_bits
+        if secret_context is not None:
+            self.context = ts.context_from(secret_context)
+        else:
+            self.context = ts.context(ts.SCHEME_TYPE.CKKS, poly_modulus_degree=poly_modulus_degree,
+                                      coeff_mod_bit_sizes=[60, scale_bits, 60])
+            self.context.global_scale = 2.0 ** scale_bits
         public = self.context.copy()
         public.make_context_public()
         self.public_context_bytes = public.serialize()  # what the server receives, once
         self.slots = poly_modulus_degree // 2
+
+    def secret_context_bytes(self) -> bytes:
+        """The devices' context with its secret key (device state: never sent to the server)."""
+        return self.context.serialize(save_secret_key=True)
 
     def encrypt(self, update: np.ndarray) -> list[bytes]:
         """A device's upload: its flattened update in ceil(d / slots) serialized ciphertexts."""
         return [self.ts.ckks_vector(self.context, update[start:start + self.slots].tolist()).serialize()
                 for start in range(0, len(update), self.slots)]
 
-    def weighted_sum(self, uploads: list[list[bytes]], weights: list[int]) -> list[bytes]:
-        """The server's step, with the public context only: Σ_u w_u · Enc(Δ_u), per ciphertext."""
-        server_context = self.ts.context_from(self.public_context_bytes)
+    def weighted_sum(self, uploads: list[list[bytes]], weights: list[int],
+                     public_context: bytes | None = None) -> list[bytes]:
+        """The server's step, with the public context only (`public_context`: as the server received it; default
+        `public_context_bytes`): Σ_u w_u · Enc(Δ_u), per ciphertext."""
+        server_context = self.ts.context_from(public_context if public_context is not None
+                                              else self.public_context_bytes)
+        if server_context.has_secret_key():
+            raise ValueError("the server's CKKS context must not hold the secret key")
         out = []
         for chunk in range(len(uploads[0])):
             acc = None
@@ -159,4 +191,4 @@ def run_round(scheme: Ckks | Paillier, updates: list[np.ndarray], weights: list[
     return mean, cost
 
 
-__all__ = ["Ckks", "HeCost", "Paillier", "run_round"]
+__all__ = ["Ckks", "HeCost", "Paillier", "pack_ciphertexts", "run_round", "unpack_ciphertexts"]

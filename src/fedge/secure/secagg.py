@@ -76,10 +76,13 @@ class SecAggResult:
 
 
 class _Channel:
-    """Uploads and downloads of one round as `Blobs` messages between device rows and the server."""
+    """Uploads and downloads of one round as `Blobs` messages between device rows and the aggregator (the server,
+    or an edge server of hfl: `aggregator` = (role, endpoint))."""
 
-    def __init__(self, transport: Transport, round_number: int, row_of: Mapping[int, int]) -> None:
+    def __init__(self, transport: Transport, round_number: int, row_of: Mapping[int, int],
+                 aggregator: tuple[Role, int] = (Role.SERVER, 0)) -> None:
         self.transport, self.round, self.row_of = transport, round_number, row_of
+        self.role, self.endpoint = aggregator
         self.id_of = {row: device for device, row in row_of.items()}
 
     def up(self, kind: Kind, blobs: Mapping[int, bytes]) -> dict[int, bytes]:
@@ -87,8 +90,8 @@ class _Channel:
         if not blobs:
             return {}
         senders = sorted(blobs)
-        got = self.transport.gather(route(kind, self.round, Role.DEVICE, Role.SERVER,
-                                          torch.tensor([self.row_of[u] for u in senders]), 0),
+        got = self.transport.gather(route(kind, self.round, Role.DEVICE, self.role,
+                                          torch.tensor([self.row_of[u] for u in senders]), self.endpoint),
                                     Blobs(tuple(blobs[u] for u in senders)))
         assert isinstance(got.body, Blobs)
         return {self.id_of[int(r)]: b for r, b in zip(got.route.senders.tolist(), got.body.blobs)}
@@ -98,7 +101,7 @@ class _Channel:
         if not blobs:
             return {}
         receivers = sorted(blobs)
-        got = self.transport.broadcast(route(kind, self.round, Role.SERVER, Role.DEVICE, 0,
+        got = self.transport.broadcast(route(kind, self.round, self.role, Role.DEVICE, self.endpoint,
                                              torch.tensor([self.row_of[v] for v in receivers])),
                                        Blobs(tuple(blobs[v] for v in receivers)))
         assert isinstance(got.body, Blobs)
@@ -113,15 +116,17 @@ def _require(count: int, threshold: int, what: str, round_number: int) -> None:
 
 def secure_sum(inputs: Mapping[int, np.ndarray], settings: SecAggSettings, round_number: int, seed: int,
                transport: Transport, row_of: Mapping[int, int] | None = None,
-               dropouts: Mapping[Stage, Collection[int]] | None = None) -> SecAggResult:
+               dropouts: Mapping[Stage, Collection[int]] | None = None,
+               aggregator: tuple[Role, int] = (Role.SERVER, 0)) -> SecAggResult:
     """One round of SecAgg(+) among the devices of `inputs` ({device id: [d] uint64 vector < 2^bits}).
 
     `row_of` maps device ids to the transport's rows (default: the id); `dropouts[stage]` are the devices that
-    drop out before sending that stage's message. Raises `SecAggAborted` when the sum cannot be recovered.
+    drop out before sending that stage's message; `aggregator` is who plays the server ((Role.EDGE, k): the edge
+    server of hfl's cluster k). Raises `SecAggAborted` when the sum cannot be recovered.
     """
     t, bits, rnd = settings.threshold, settings.bits, round_number
     drop = {stage: set((dropouts or {}).get(stage, ())) for stage in Stage}
-    channel = _Channel(transport, rnd, row_of if row_of is not None else {u: u for u in inputs})
+    channel = _Channel(transport, rnd, row_of if row_of is not None else {u: u for u in inputs}, aggregator)
     seconds = {"device": 0.0, "server": 0.0}
     clock = time.perf_counter()
     devices = {u: SecAggDevice(u, rnd, seed, t, bits, settings.key_source) for u in sorted(inputs)

@@ -18,6 +18,11 @@ Clusters (`hierarchy.clustering`), fixed at the first aggregation:
   messages) and the cloud picks K medoids by farthest-point traversal of the overlap cosine (fedge.core.similarity),
   then assigns each device to its most similar medoid (devices that did not upload: contiguous blocks of ids).
 
+Secure aggregation (`secure.aggregation: secagg | secagg+`, docs/secure.md): each edge server (and the cloud, for
+devices attached to it directly) runs one SecAgg(+) round with the devices attached to it (`SecureUploads`,
+secure_averaging.py; Bonawitz et al. CCS 2017, Bell et al. CCS 2020), so it learns only its cluster's weighted sum;
+an aborted round leaves that edge's model as it was. The cloud level stays plain: edge models are sums already.
+
 Leader failure (`Round.leaders_up`, set by the fault model): devices of a failed leader attach for that round to the
 nearest live leader (`hierarchy.reattach: nearest`), or, with none alive or `reattach: cloud`, to the cloud directly,
 which then acts as their edge server (its model is the last global model or the last average of such devices).
@@ -31,6 +36,7 @@ import torch
 
 from fedge.algorithms.base import Combiner
 from fedge.algorithms.components.combining import aggregate_updates, upload_body
+from fedge.algorithms.components.secure_averaging import SecureUploads
 from fedge.algorithms.context import Round, RunContext
 from fedge.algorithms.state import DeviceState
 from fedge.core.aggregation import weighted_average
@@ -56,8 +62,10 @@ def similarity_clusters(updates: torch.Tensor, masks: torch.Tensor, clusters: in
 
 
 class EdgeCloudAveraging(Combiner):
-    def __init__(self, cfg: HierarchyConfig, server: ServerConfig, dp: UserLevel | None = None) -> None:
+    def __init__(self, cfg: HierarchyConfig, server: ServerConfig, dp: UserLevel | None = None,
+                 secure: SecureUploads | None = None) -> None:
         self.cfg, self.weighting, self.dp = cfg, server.weighting, dp
+        self.secure = secure  # masked device → edge uploads (secure.aggregation: secagg, secagg+)
         k = cfg.clusters
         self.cluster: torch.Tensor | None = None  # [N] home cluster of each row, fixed at the first aggregation
         self.models = torch.zeros(k + 1, 0)  # [K+1, d]: edge servers' models; row K: the cloud's
@@ -155,7 +163,9 @@ class EdgeCloudAveraging(Combiner):
             ctx.privacy.record(torch.nonzero(rnd.online).flatten(), self.dp.update_noise_multiplier,
                                self.dp.cfg.sample_rate)
         masses = torch.zeros(k + 1)
-        for to_cloud in (False, True):
+        if self.secure is not None:
+            self._secure_edges(devices, ctx, rnd, senders, masses)
+        for to_cloud in () if self.secure is not None else (False, True):
             mine = senders[(self.group[senders] == k) == to_cloud]
             if len(mine) == 0:
                 continue
@@ -176,6 +186,23 @@ class EdgeCloudAveraging(Combiner):
                 self.version[g] = self._new_version()
         if rnd.number % self.cfg.kappa2 == 0:
             self._cloud_round(ctx, rnd, masses)
+
+    def _secure_edges(self, devices: DeviceState, ctx: RunContext, rnd: Round, senders: torch.Tensor,
+                      masses: torch.Tensor) -> None:
+        """Edge aggregation under SecAgg(+): one secure round per aggregator (edge g, or the cloud for g = K) over
+        the senders attached to it; sets masses[g] to the weight mass it summed (0 when its round aborted)."""
+        k = self.cfg.clusters
+        assert self.secure is not None
+        for g in torch.unique(self.group[senders]).tolist():
+            rows = senders[self.group[senders] == g]  # still in id order
+            aggregator = (Role.SERVER, 0) if g == k else (Role.EDGE, int(g))
+            step = self.secure.step(ctx, rnd, rows, devices.bank[rows] - self.models[g], self.dp,
+                                    rnd.online & (self.group == g), aggregator)
+            if step is None:  # aborted: this edge's model stays
+                continue
+            self.models[g] = self.models[g] + step
+            self.version[g] = self._new_version()
+            masses[g] = self.secure.last["mass"]
 
     def _cloud_round(self, ctx: RunContext, rnd: Round, masses: torch.Tensor) -> None:
         """Edge servers with uploads send their models up; the cloud averages them (and the devices it served
@@ -209,10 +236,13 @@ class EdgeCloudAveraging(Combiner):
 
     def state_dict(self) -> dict[str, Any]:
         return {"cluster": self.cluster, "models": self.models, "version": self.version, "latest": self.latest,
-                "held": self.held, "group": self.group, "dp": self.dp.state_dict() if self.dp is not None else None}
+                "held": self.held, "group": self.group, "dp": self.dp.state_dict() if self.dp is not None else None,
+                "secure": self.secure.state_dict() if self.secure is not None else None}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.cluster, self.models, self.version = state["cluster"], state["models"], state["version"]
         self.latest, self.held, self.group = int(state["latest"]), state["held"], state["group"]
         if self.dp is not None and state.get("dp") is not None:
             self.dp.load_state_dict(state["dp"])
+        if self.secure is not None and state.get("secure") is not None:
+            self.secure.load_state_dict(state["secure"])

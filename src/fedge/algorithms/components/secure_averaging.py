@@ -28,6 +28,7 @@ import torch
 
 from fedge.algorithms.context import Round, RunContext
 from fedge.config import ConfigError
+from fedge.messaging import Role
 from fedge.privacy.mechanisms import UserLevel
 from fedge.secure.config import SecureConfig
 from fedge.secure.quantize import check_headroom, dequantize_sum, quantize
@@ -67,9 +68,10 @@ class SecureUploads:
         return out
 
     def step(self, ctx: RunContext, rnd: Round, senders: torch.Tensor, updates: torch.Tensor, dp: UserLevel | None,
-             population: torch.Tensor) -> torch.Tensor | None:
-        """The step to add to the server's model from the updates [P, d] of `senders` (rows, in id order), or None
-        when the round was aborted."""
+             population: torch.Tensor, aggregator: tuple[Role, int] = (Role.SERVER, 0)) -> torch.Tensor | None:
+        """The step to add to the aggregator's model from the updates [P, d] of `senders` (rows, in id order), or
+        None when the round was aborted. `aggregator`: the server, or (Role.EDGE, k) for hfl's edge server k;
+        `population`: the devices it sampled from. `last["mass"]` is then the summed devices' weight mass."""
         cfg = self.cfg
         ids = ctx.ids[senders]
         weights = _weights(self.weighting, ctx.data_sizes[senders])
@@ -96,18 +98,20 @@ class SecureUploads:
         row_of = {int(i): int(r) for i, r in zip(ids.tolist(), senders.tolist())}
         try:
             result = self.secagg.secure_sum(inputs, settings, rnd.number, ctx.streams.seed, ctx.transport, row_of,
-                                            self._dropouts(ctx, rnd, ids))
+                                            self._dropouts(ctx, rnd, ids), aggregator)
         except self.secagg.SecAggAborted as err:
             log.warning("%s; the model is not updated this round", err)
             self.aborted.append(rnd.number)
             self.last = {"aborted": str(err)}
             return None
-        self.last = {"survivors": {k: len(v) for k, v in result.survivors.items()}, "seconds": result.seconds}
+        summed = torch.tensor([row_of[u] for u in result.summed], dtype=torch.long)
+        mass = float(_weights(self.weighting, ctx.data_sizes[summed]).sum())
+        self.last = {"survivors": {k: len(v) for k, v in result.survivors.items()}, "seconds": result.seconds,
+                     "mass": mass}
         total = dequantize_sum(result.total, len(result.summed), cfg.clip, cfg.value_bits) * w_max
         if dp is not None:
             return (total / (dp.cfg.sample_rate * float(pool.sum()))).to(torch.float32)
-        summed = torch.tensor([row_of[u] for u in result.summed], dtype=torch.long)
-        return (total / float(_weights(self.weighting, ctx.data_sizes[summed]).sum())).to(torch.float32)
+        return (total / mass).to(torch.float32)
 
     def state_dict(self) -> dict[str, Any]:
         return {"aborted": list(self.aborted)}
