@@ -14,6 +14,7 @@ A dataclass may define `validate(self) -> None` raising `ConfigError` for checks
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import types
@@ -226,6 +227,18 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return data
+
+
+def merge_mappings(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """`over` on top of `base`, section by section (a nested mapping merges; anything else replaces), as deep
+    copies: config layers (tuned defaults ← YAML ← flags) before `build`."""
+    out = copy.deepcopy(dict(base))
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge_mappings(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
 
 
 def set_path(mapping: dict[str, Any], dotted_key: str, value: Any) -> None:

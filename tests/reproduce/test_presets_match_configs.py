@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from fedge.config import build, load_yaml, to_dict
+from fedge.config import build, load_yaml, merge_mappings, to_dict
 from fedge.experiment import ExperimentConfig
-from fedge.reproduce.grid import _COMMON, PRESETS, _merge
+from fedge.reproduce.grid import _COMMON, PRESETS
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 FILES = {"digits": "digits-lenet5", "fmnist": "fmnist-lenet5", "cifar10": "cifar10-lenet5",
@@ -18,7 +18,7 @@ FILES = {"digits": "digits-lenet5", "fmnist": "fmnist-lenet5", "cifar10": "cifar
 
 @pytest.mark.parametrize("dataset", sorted(PRESETS))
 def test_reproduce_preset_equals_yaml_preset(dataset: str) -> None:
-    from_grid = to_dict(build(ExperimentConfig, _merge(_COMMON, PRESETS[dataset])))
+    from_grid = to_dict(build(ExperimentConfig, merge_mappings(_COMMON, PRESETS[dataset])))
     from_yaml = to_dict(build(ExperimentConfig, load_yaml(CONFIGS / f"{FILES[dataset]}.yaml")))
     for settings in (from_grid, from_yaml):
         settings.pop("algorithms")  # the grid chooses algorithms per study

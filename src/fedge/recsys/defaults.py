@@ -14,11 +14,10 @@ dfedncf has none beyond the generic ones.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from typing import Any
 
-from fedge.config import build
+from fedge.config import build, merge_mappings
 from fedge.recsys.config import RecsysConfig
 
 _FEDERATED = {"lr": 0.1, "adam_eps": 1e-3, "l2": 0.003, "local_epochs": 4, "local_batches": 4}
@@ -50,22 +49,11 @@ TUNED: dict[str, dict[str, Any]] = {
 }
 
 
-def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
-    """`over` on top of `base`, section by section (a list or a number replaces; a section merges)."""
-    out = copy.deepcopy(dict(base))
-    for key, value in over.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
 def with_tuned(mapping: Mapping[str, Any]) -> dict[str, Any]:
     """`mapping` (YAML and flags, already merged) on top of its algorithm's tuned defaults (default: fedmf's)."""
     algorithm = mapping.get("algorithm", RecsysConfig.algorithm)
     tuned = TUNED.get(algorithm, {}) if isinstance(algorithm, str) else {}
-    return _merge(tuned, mapping)
+    return merge_mappings(tuned, mapping)
 
 
 def recsys_config(mapping: Mapping[str, Any]) -> RecsysConfig:

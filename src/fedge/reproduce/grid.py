@@ -18,7 +18,17 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import fedge
-from fedge.config import ConfigError, PositiveInt, Range, Similarity, apply_overrides, build, check, to_dict
+from fedge.config import (
+    ConfigError,
+    PositiveInt,
+    Range,
+    Similarity,
+    apply_overrides,
+    build,
+    check,
+    merge_mappings,
+    to_dict,
+)
 from fedge.experiment import ExperimentConfig
 from fedge.output import dumps
 
@@ -50,16 +60,6 @@ PRESETS: dict[str, dict[str, Any]] = {
                   "train": {"model": "mlp", "epochs": 1, "batch_size": 10, "lr": 0.05},
                   "pruning": {"ramp_rounds": 3}},
 }
-
-
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
 
 
 @dataclass
@@ -97,7 +97,7 @@ class GridSpec:
 
     def base_config(self) -> ExperimentConfig:
         """The main setting (preset ← quick ← --rounds/--data-dir ← --set), validated strictly."""
-        raw = _merge(_COMMON, PRESETS[self.dataset])
+        raw = merge_mappings(_COMMON, PRESETS[self.dataset])
         if self.quick:
             raw["rounds"] = min(raw["rounds"], QUICK_ROUNDS)
         if self.rounds is not None:
