@@ -91,3 +91,16 @@ class Recorder:
 @pytest.fixture
 def recorder() -> Recorder:
     return Recorder()
+
+
+@pytest.fixture
+def ratings_dir(tmp_path: Path, tiny: Ratings) -> Path:
+    """The tiny ratings as an ml-latest-small ratings.csv (user and item ids shifted, as real files number them)."""
+    folder = tmp_path / "ml"
+    folder.mkdir()
+    rows = ["userId,movieId,rating,timestamp"]
+    for u, i, r, t in zip(tiny.user.tolist(), tiny.item.tolist(), tiny.rating.tolist(), tiny.timestamp.tolist(),
+                          strict=True):
+        rows.append(f"{u + 1},{i + 100},{r:g},{t}")
+    (folder / "ratings.csv").write_text("\n".join(rows) + "\n")
+    return folder

@@ -93,17 +93,6 @@ def test_target_epsilon_ends_the_run_before_the_round_that_would_exceed_it(tiny,
     assert again.summary["stopped"] == result.summary["stopped"]
 
 
-@pytest.fixture
-def ratings_dir(tmp_path: Path, tiny) -> Path:
-    folder = tmp_path / "ml"
-    folder.mkdir()
-    rows = ["userId,movieId,rating,timestamp"]
-    for u, i, r, t in zip(tiny.user.tolist(), tiny.item.tolist(), tiny.rating.tolist(), tiny.timestamp.tolist(),
-                          strict=True):
-        rows.append(f"{u + 1},{i + 100},{r:g},{t}")
-    (folder / "ratings.csv").write_text("\n".join(rows) + "\n")
-    return folder
-
 
 USER = ["--set", "privacy.mechanism=user"]
 BAD = [

@@ -136,15 +136,3 @@ def test_cli_resume_takes_the_checkpoints_config(tmp_path: Path, ratings_dir: Pa
     assert cli.main(["recsys", "--resume", str(tmp_path / "nowhere")]) == 2
     assert "is not a folder" in capsys.readouterr().err
 
-
-@pytest.fixture
-def ratings_dir(tmp_path: Path, tiny) -> Path:
-    """The tiny ratings as an ml-latest-small ratings.csv."""
-    folder = tmp_path / "ml"
-    folder.mkdir()
-    rows = ["userId,movieId,rating,timestamp"]
-    for u, i, r, t in zip(tiny.user.tolist(), tiny.item.tolist(), tiny.rating.tolist(), tiny.timestamp.tolist(),
-                          strict=True):
-        rows.append(f"{u + 1},{i + 100},{r:g},{t}")
-    (folder / "ratings.csv").write_text("\n".join(rows) + "\n")
-    return folder
