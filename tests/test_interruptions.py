@@ -262,7 +262,7 @@ SCRIPT = ("import sys; import fedge.cli as cli; print('ready', flush=True); sys.
           "sys.exit(cli.main())")
 
 
-@pytest.mark.parametrize("delay", [0.0, 0.4])
+@pytest.mark.parametrize("delay", [0.0, 0.1, 0.2, 0.4])
 def test_ctrl_c_while_importing_is_one_line(delay: float, tmp_path: Path) -> None:
     process = subprocess.Popen([sys.executable, "-c", SCRIPT, "run", "--rounds", "50", "--no-progress", "--out",
                                 str(tmp_path / "out")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

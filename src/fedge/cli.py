@@ -15,7 +15,9 @@ import argparse
 import importlib
 import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from types import ModuleType
 
 # name -> (module under fedge.commands, one-line help)
@@ -48,10 +50,31 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, ModuleType]]:
     return parser, modules
 
 
-def _run(argv: Sequence[str] | None) -> int:
-    from fedge.config import ConfigError
+@contextmanager
+def _ctrl_c_after_imports() -> Iterator[None]:
+    """Hold a Ctrl-C that arrives while the command modules (and torch's C extensions) import, and deliver it as
+    KeyboardInterrupt once they are in: an interrupt raised inside an extension's initialisation can abort the
+    interpreter (pybind11 terminates on it) instead of reaching the one-line handler in `main`."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if held:
+        raise KeyboardInterrupt
 
-    parser, modules = _parser()
+
+def _run(argv: Sequence[str] | None) -> int:
+    with _ctrl_c_after_imports():
+        import torch  # noqa: F401  (the slow, fragile import, first and whole)
+
+        from fedge.config import ConfigError
+
+        parser, modules = _parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
