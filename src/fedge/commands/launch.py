@@ -18,7 +18,7 @@ import argparse
 
 from fedge.config import ConfigError
 
-LAUNCHABLE = ("run",)
+LAUNCHABLE = ("run", "recsys")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="HOST:PORT of the rendezvous (c10d) for several machines (default 127.0.0.1:29400)")
     parser.add_argument("--max-restarts", type=int, default=0, help="restart all processes this often after a failure")
     parser.add_argument("launched", choices=LAUNCHABLE, metavar="COMMAND",
-                        help="the fedge command to run in every process: run")
+                        help="the fedge command to run in every process: run or recsys (fedmf, fedncf)")
     parser.add_argument("arguments", nargs=argparse.REMAINDER, help="its flags, as for `fedge COMMAND`")
 
 

@@ -92,7 +92,10 @@ def resume_config(args: argparse.Namespace) -> Any:
 
 def main(args: argparse.Namespace) -> int:
     from fedge.recsys.runner import run
+    from fedge.runtimes import distributed
 
+    if distributed.launched():
+        return _run_distributed(args)
     cfg = resume_config(args) if args.resume else resolve(args)
     every = args.checkpoint_every
     if every is None and args.resume:
@@ -101,6 +104,55 @@ def main(args: argparse.Namespace) -> int:
         path = args.resume / checkpoint.FILENAME
         every = checkpoint.load(path).checkpoint_every if path.exists() else 0
     summary = run(cfg, checkpoint_every=every or 0, resume=bool(args.resume)).summary
+    report(cfg, summary)
+    return 0
+
+
+DISTRIBUTED = ("fedmf", "fedncf")  # the recommenders whose users can be sharded over processes
+
+
+def _run_distributed(args: argparse.Namespace) -> int:
+    """`fedge recsys` as one of the processes torchrun started (`fedge launch --nproc P recsys ...`): the users are
+    sharded over the processes in contiguous blocks, each trains its own; the first process writes the run folder
+    and prints, the others stay quiet (fedge.recsys.runner.run's `sharding`)."""
+    import dataclasses
+
+    from fedge.config import to_dict
+    from fedge.recsys.runner import run
+    from fedge.runtimes import distributed
+
+    if args.resume or args.checkpoint_every:
+        raise ConfigError("--checkpoint-every/--resume: fedge recsys over several processes does not checkpoint yet")
+    cfg = resolve(args)
+    if cfg.algorithm not in DISTRIBUTED:
+        raise ConfigError(f"algorithm: {cfg.algorithm} runs in one process only; over several processes: "
+                          f"{', '.join(DISTRIBUTED)}")
+    if cfg.secure.aggregation != "none":
+        raise ConfigError(f"secure.aggregation: {cfg.secure.aggregation} is not yet available for fedge recsys over "
+                          "several processes")
+    if cfg.privacy.mechanism != "none":
+        raise ConfigError(f"privacy.mechanism: {cfg.privacy.mechanism} is not yet available for fedge recsys over "
+                          "several processes")
+    rank, _ = distributed.join()
+    try:
+        try:
+            distributed.check_same_config(to_dict(cfg))
+        except ConfigError:
+            if rank != 0:  # every process found the same problem: the first one says it
+                raise SystemExit(2) from None
+            raise
+        lead = rank == 0
+        result = run(dataclasses.replace(cfg, progress=cfg.progress and lead), write=lead,
+                     sharding=distributed.placement_shard)
+        if lead:
+            report(cfg, result.summary)
+    finally:
+        distributed.leave()
+    return 0
+
+
+def report(cfg: Any, summary: dict[str, Any]) -> None:
+    """The table (and DP and stopping lines) `fedge recsys` prints for a finished run."""
     names = ("hr@10", "ndcg@10") if summary["protocol"] == "implicit" else ("rmse",)
     quality = [summary[f"{part}_{name}"] for name in names for part in ("val", "test")]
     headers = [f"{part} {name.upper()}" for name in names for part in ("val", "test")]
@@ -117,4 +169,3 @@ def main(args: argparse.Namespace) -> int:
     if summary["stopped"]:
         console.print(summary["stopped"])
     console.print(f"run folder: {cfg.out_dir}")
-    return 0

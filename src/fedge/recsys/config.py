@@ -24,6 +24,7 @@ from fedge.config import (
     check,
 )
 from fedge.privacy.config import PrivacyConfig
+from fedge.secure.config import SecureConfig
 
 CLIENT_SERVER = ("fedmf", "fedncf")  # the recommenders user-level DP supports: clients upload to one server
 
@@ -128,13 +129,16 @@ class RecsysConfig:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     # user-level DP-FedAvg for fedmf/fedncf (McMahan et al. 2018; fedge.recsys.dp, docs/recsys.md)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    # SecAgg / SecAgg+ of fedmf/fedncf's whole-catalogue uploads (fedge.recsys.secure, docs/recsys.md)
+    secure: SecureConfig = field(default_factory=SecureConfig)
 
     def validate(self) -> None:
         """Numbers are range-checked by `fedge.config.build`, and the algorithm's name where a run starts
         (`fedge.recsys.runner.run`, the command), against the algorithm registry: importing it here would make
-        config and algorithms import each other. What is checked here is which privacy settings fedge recsys
-        supports (`privacy_problem`)."""
-        problem = privacy_problem(self)
+        config and algorithms import each other. What is checked here is which privacy and secure-aggregation
+        settings fedge recsys supports (`privacy_problem`, `secure_problem`); the threshold and the headroom need
+        the number of users and are checked when the run has loaded its data (`fedge.recsys.secure`)."""
+        problem = privacy_problem(self) or secure_problem(self)
         if problem:
             raise ConfigError(problem)
 
@@ -164,5 +168,29 @@ def privacy_problem(cfg: RecsysConfig) -> str | None:
     return None
 
 
+def secure_problem(cfg: RecsysConfig) -> str | None:
+    """Why `cfg.secure` cannot run in fedge recsys, in one line, or None.
+
+    SecAgg / SecAgg+ are wired for the client-server recommenders, over whole-catalogue downloads and uploads
+    (`train.upload: full`): in `interacted` mode a client's item requests tell the server which items it touches,
+    which the masked whole-catalogue upload is there to hide. CKKS and Paillier are not wired here."""
+    secure = cfg.secure
+    if secure.aggregation == "none":
+        return None
+    if not secure.masking:
+        return (f"secure.aggregation: {secure.aggregation} is not wired for fedge recsys (secagg and secagg+ are, for "
+                f"{', '.join(CLIENT_SERVER)}; Paillier on fedmf deltas: benchmarks/paillier_fedmf.py)")
+    if cfg.algorithm not in CLIENT_SERVER:
+        return (f"secure.aggregation: {secure.aggregation} needs a client-server recommender "
+                f"({', '.join(CLIENT_SERVER)}) whose server sums the uploads, not {cfg.algorithm}")
+    if cfg.train.upload != "full":
+        return (f"train.upload: {cfg.train.upload} sends item requests that tell the server which items a client "
+                f"touches; secure.aggregation: {secure.aggregation} needs train.upload: full (--upload full)")
+    if cfg.privacy.mechanism == "user" and cfg.privacy.adaptive_clipping:
+        return ("privacy.adaptive_clipping: not with secure aggregation (the count of clipped updates would need "
+                "its own distributed noise)")
+    return None
+
+
 __all__ = ["CLIENT_SERVER", "DataConfig", "DecentralizedConfig", "MetaConfig", "ModelConfig", "RecsysConfig",
-           "RuntimeConfig", "TrainConfig", "privacy_problem"]
+           "RuntimeConfig", "TrainConfig", "privacy_problem", "secure_problem"]

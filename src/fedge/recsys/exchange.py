@@ -48,6 +48,19 @@ class Working:
     dense: dict[str, torch.Tensor]  # name -> [B, ...]
 
 
+def batches(users: torch.Tensor, everyone: torch.Tensor | None, length: int) -> list[tuple[int, int, int, int]]:
+    """The batches a round's messages of `length` floats go in: `client_chunks` cut over the round's clients on every
+    process (`everyone`; None: `users` are all of them), so that the processes of a distributed run send the same
+    batches (each is a collective) in the same order. Each batch is (lo, hi) over `everyone` and (a, b) over
+    `users`, the clients hosted here (a subsequence of `everyone`)."""
+    if everyone is None:
+        return [(lo, hi, lo, hi) for lo, hi in client_chunks(len(users), length)]
+    at = torch.searchsorted(everyone, users)  # each hosted client's position in the whole round (both sorted)
+    chunks = client_chunks(len(everyone), length)
+    bounds = torch.searchsorted(at, torch.tensor([lo for lo, _ in chunks] + [len(everyone)])).tolist()
+    return [(lo, hi, bounds[k], bounds[k + 1]) for k, (lo, hi) in enumerate(chunks)]
+
+
 class ClientServer:
     """Requests, downloads and uploads of one round between `users` and an aggregator, over `transport`."""
 
@@ -57,10 +70,11 @@ class ClientServer:
         self.mode = mode
 
     def download(self, shared: dict[str, torch.Tensor], users: torch.Tensor, pairs: Pairs, rnd: int,
-                 at: Endpoint = SERVER) -> Working:
-        """The clients' downloads of the aggregator's model `shared` (item table first, then dense tensors)."""
+                 at: Endpoint = SERVER, everyone: torch.Tensor | None = None) -> Working:
+        """The clients' downloads of the aggregator's model `shared` (item table first, then dense tensors).
+        `everyone`: the round's clients on every process of a distributed run (`users` are those hosted here)."""
         if self.mode == "full":
-            return self._download_full(shared, users, pairs, rnd, at)
+            return self._download_full(shared, users, pairs, rnd, at, everyone)
         return self._download_rows(shared, users, pairs, rnd, at)
 
     def _download_rows(self, shared: dict[str, torch.Tensor], users: torch.Tensor, pairs: Pairs, rnd: int,
@@ -85,7 +99,7 @@ class ClientServer:
         return Working(rows.rows.item_rows, rows.rows.dense)
 
     def _download_full(self, shared: dict[str, torch.Tensor], users: torch.Tensor, pairs: Pairs, rnd: int,
-                       at: Endpoint) -> Working:
+                       at: Endpoint, everyone: torch.Tensor | None) -> Working:
         names = [k for k in shared if k != "item"]
         num_items, width = shared["item"].shape
         items = num_items * width
@@ -93,18 +107,21 @@ class ClientServer:
         item_rows = torch.empty(len(pairs.item), width)
         dense_flat = torch.empty(len(users), len(flat) - items)
         ptr = torch.searchsorted(pairs.client, torch.arange(len(users) + 1))
-        for lo, hi in client_chunks(len(users), len(flat)):
-            got = self.transport.broadcast(route(Kind.DOWNLOAD, rnd, at.role, Role.DEVICE, at.index, users[lo:hi]),
+        receivers = users if everyone is None else everyone
+        for lo, hi, here, end in batches(users, everyone, len(flat)):
+            # sent to every client of the batch; each process receives the messages of the clients it hosts
+            got = self.transport.broadcast(route(Kind.DOWNLOAD, rnd, at.role, Role.DEVICE, at.index,
+                                                 receivers[lo:hi]),
                                            Models(flat[None, :], torch.zeros(hi - lo, dtype=torch.long),
                                                   value_dtype=self.value_dtype))
             body = got.body
             assert isinstance(body, Models)
-            if not torch.equal(got.route.receivers, users[lo:hi]):
+            if not torch.equal(got.route.receivers, users[here:end]):
                 raise ValueError("a download reached another client than it was sent to")
-            a, b = int(ptr[lo]), int(ptr[hi])
+            a, b = int(ptr[here]), int(ptr[end])
             table = body.values[:, :items].reshape(-1, num_items, width)
-            item_rows[a:b] = table[body.slot[pairs.client[a:b] - lo], pairs.item[a:b]]
-            dense_flat[lo:hi] = body.values[:, items:].index_select(0, body.slot)
+            item_rows[a:b] = table[body.slot[pairs.client[a:b] - here], pairs.item[a:b]]
+            dense_flat[here:end] = body.values[:, items:].index_select(0, body.slot)
         dense, offset = {}, 0
         for k in names:
             size = shared[k].numel()
@@ -123,7 +140,7 @@ class ClientServer:
         assert users is not None, "uploads name the users that send them"
         acc = Accumulator(uploads.num_items, uploads.item_dim, {k: v.shape[1:] for k, v in uploads.dense.items()},
                           uploads.mode)
-        for lo, hi in client_chunks(uploads.num_clients, uploads.length):
+        for _, _, lo, hi in batches(users, uploads.everyone, uploads.length):
             got = self.transport.gather(route(Kind.MODEL, rnd, Role.DEVICE, at.role, users[lo:hi], at.index),
                                         RowsBody(uploads.clients(lo, hi), self.value_dtype))
             body = got.body

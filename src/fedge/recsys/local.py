@@ -173,8 +173,10 @@ def fit_user_rows(model: Model, copies: Copies, batch: RoundBatch, pairs: Pairs,
 
 def train_copies(model: Model, copies: Copies, batch: RoundBatch, pairs: Pairs, *, protocol: str, epochs: int,
                  batches: int, lr: float, l2: float, draws: Draws, optimizer: str = "adam",
-                 user_epochs: int = 0, eps: float = 1e-8, dense_lr: float = 0.0) -> float:
-    """Local training of all copies at once for `epochs` × `batches` steps; returns the mean last-epoch loss.
+                 user_epochs: int = 0, eps: float = 1e-8, dense_lr: float = 0.0) -> torch.Tensor:
+    """Local training of all copies at once for `epochs` × `batches` steps; returns each client's last-epoch loss
+    ([B]: the mean over its minibatches of its mean example loss), which a run averages over every process's
+    clients in one fixed order (`fedge.recsys.algorithms.base.round_mean`).
 
     `adam`: each client minimises its mean loss with its own Adam (state reset every round).
     `sgd`: plain SGD where each item row takes the summed gradient of its own examples (per-example SGD, as in
@@ -195,16 +197,20 @@ def train_copies(model: Model, copies: Copies, batch: RoundBatch, pairs: Pairs, 
         groups = [{"params": [p], "lr": size} for p, size in zip(params, step_sizes, strict=True)]
         optimiser = torch.optim.Adam(groups, lr=lr, eps=eps, fused=True)
     num_clients = len(batch.users)
-    last = 0.0
+    last = torch.zeros(num_clients)
     shuffle = draws.child("shuffle")
     for epoch in range(epochs):
         ids = minibatch_ids(batch, batches, shuffle, epoch)
-        total = 0.0
+        total = torch.zeros(num_clients)
         for step in range(batches):
             sel = torch.nonzero(ids == step).flatten()
             if len(sel) == 0:
                 continue
-            loss = client_mean_loss(model, copies, batch, pairs, sel, protocol, l2)
+            losses = example_losses(model, copies, batch, pairs, sel, protocol, l2)
+            c = batch.client[sel]
+            counts = torch.bincount(c, minlength=num_clients).clamp_min(1)
+            loss = (losses / counts[c]).sum()  # client_mean_loss: each copy gets its own client's gradient
+            total.index_add_(0, c, (losses.detach() / counts[c]))
             if optimiser is not None:
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
@@ -217,7 +223,6 @@ def train_copies(model: Model, copies: Copies, batch: RoundBatch, pairs: Pairs, 
                         # client-mean loss -> item rows scaled back to the per-example (summed) gradient
                         scale = counts[pairs.client][:, None] if n == 1 else 1.0
                         t.sub_(size * g * scale)
-            total += float(loss.detach()) / num_clients
         last = total / batches
     for t in params:
         t.requires_grad_(False)

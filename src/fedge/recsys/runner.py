@@ -30,13 +30,11 @@ and NaN compares false, so its ranks would otherwise come out perfect.
 
 from __future__ import annotations
 
-import io
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -44,16 +42,21 @@ from fedge.config import ConfigError, to_dict
 from fedge.core.streams import Streams
 from fedge.data.movielens import Ratings, load_movielens
 from fedge.messaging import Ledger, Link, Transport, make_transport
+from fedge.messaging.distributed import DistributedTransport
 from fedge.output import atomic_write_bytes, dumps, progress_bar
 from fedge.recsys import checkpoint
 from fedge.recsys.algorithms import RECSYS_ALGORITHMS, build
 from fedge.recsys.algorithms.base import Context, RecAlgorithm, RecState
 from fedge.recsys.config import RecsysConfig
 from fedge.recsys.draws import Draws
-from fedge.recsys.protocol import HeldOut, RecData, build_explicit, build_implicit, hit_ndcg, rmse
+from fedge.recsys.evaluation import evaluate, export
+from fedge.recsys.protocol import RecData, build_explicit, build_implicit
 from fedge.recsys.selection import Selection
 from fedge.runfolder import Diverged, RunFolder, RunResult, check_finite, complete
 from fedge.runfolder.staging import attempt
+
+if TYPE_CHECKING:
+    from fedge.runtimes.distributed import Shard
 
 MB = 1e6
 PEER_LINKS = (Link.EDGE_EDGE.value, Link.DEVICE_DEVICE.value)
@@ -75,48 +78,6 @@ def select_clients(streams: Streams, rnd: int, num_users: int, count: int) -> to
         return torch.arange(num_users)
     keys = streams.uniform("recsys-clients", rnd, torch.arange(num_users), 1)[:, 0]
     return torch.argsort(keys, stable=True)[:count].sort().values
-
-
-def score(algo: RecAlgorithm, state: RecState, data: RecData, held: HeldOut, draws: Draws,
-          where: str = "evaluation", hint: str = "lower train.lr") -> dict[str, float]:
-    """HR@10/NDCG@10 (implicit) or RMSE (explicit) on one held-out set, with the algorithm's own predictor. Scores
-    that are not finite raise `Diverged` (`where` and `hint` go into its message): a NaN never ranks below the
-    positive."""
-    if data.protocol == "implicit":
-        assert held.items is not None
-        users = torch.arange(data.num_users).repeat_interleave(held.items.shape[1])
-        scores = algo.predict(state, users, held.items.reshape(-1), draws)
-        check_finite(scores, "model's scores", where, hint)
-        hr, ndcg = hit_ndcg(scores.reshape(held.items.shape), k=10)
-        return {"hr@10": hr, "ndcg@10": ndcg}
-    assert held.user is not None and held.item is not None and held.rating is not None
-    pred = algo.predict(state, held.user, held.item, draws)
-    check_finite(pred, "model's predictions", where, hint)
-    return {"rmse": rmse(pred, held.rating)}
-
-
-def evaluate(algo: RecAlgorithm, state: RecState, data: RecData, draws: Draws, where: str = "evaluation",
-             hint: str = "lower train.lr") -> dict[str, float]:
-    """The validation metrics (`val_hr@10`, `val_ndcg@10` or `val_rmse`) and the test ones (`test_...`), scored with
-    the same state and draws. Only the validation ones are read by a choice (`fedge.recsys.selection`)."""
-    out = {f"val_{k}": v for k, v in score(algo, state, data, data.val, draws, where, hint).items()}
-    out.update({f"test_{k}": v for k, v in score(algo, state, data, data.test, draws, where, hint).items()})
-    return out
-
-
-def top_k(algo: RecAlgorithm, state: RecState, data: RecData, k: int, draws: Draws,
-          users_per_chunk: int = 64) -> torch.Tensor:
-    """[U, k] item indices: each user's best-scored items among those not in its training data."""
-    out = []
-    for lo in range(0, data.num_users, users_per_chunk):
-        users = torch.arange(lo, min(lo + users_per_chunk, data.num_users))
-        u = users.repeat_interleave(data.num_items)
-        i = torch.arange(data.num_items).repeat(len(users))
-        scores = algo.predict(state, u, i, draws).reshape(len(users), data.num_items)
-        client, rows = data.user_rows(users)
-        scores[client, data.train_item[rows]] = float("-inf")
-        out.append(torch.topk(scores, min(k, data.num_items), dim=1).indices)
-    return torch.cat(out)
 
 
 def _traffic(ledger: Ledger) -> tuple[int, int, int]:
@@ -145,31 +106,44 @@ class Progress:
 
 def run(cfg: RecsysConfig, ratings: Ratings | None = None, write: bool = True,
         transport: Callable[[Ledger], Transport] | None = None, checkpoint_every: int = 0,
-        resume: bool = False) -> RunResult:
+        resume: bool = False, sharding: Callable[[int], Shard] | None = None) -> RunResult:
     """Train and evaluate `cfg.algorithm`; the summary is also written to `cfg.out_dir` (unless not `write`).
 
     `transport` builds the transport from the run's ledger (default: `cfg.runtime.transport`); tests pass a
     loopback transport that records every message. `checkpoint_every` K > 0 writes `out_dir/checkpoint.pt` every K
     rounds and after the last; `resume` continues the run in `out_dir` from it (refusing a corrupt or foreign one, or
     a folder whose newest results are not its own, with a ConfigError).
+
+    `sharding` makes this one process of a distributed run (`fedge.runtimes.distributed`; `fedge recsys` under
+    torchrun): given the number of users, it returns the block of users this process hosts, which it trains over the
+    `torch.distributed` transport; user rows are joined for evaluation and the ledgers for the records, so every
+    process computes the same records as one process would (the one with `write` writes them).
     """
     RECSYS_ALGORITHMS.check([cfg.algorithm], "algorithm")
     if checkpoint_every < 0:
         raise ConfigError(f"--checkpoint-every: must be >= 0, got {checkpoint_every}")
+    if sharding is not None and (checkpoint_every or resume):
+        raise ConfigError("--checkpoint-every/--resume: fedge recsys over several processes does not checkpoint yet")
     if not write:
-        return _train(cfg, ratings, transport, None, 0, None)
+        return _train(cfg, ratings, transport, None, 0, None, sharding)
     with attempt(cfg.out_dir, "out_dir", resume=resume) as place:  # output problems surface before data loads
         saved = checkpoint.resumable(place.path, cfg) if resume else None
-        return _train(cfg, ratings, transport, place.path, checkpoint_every, saved)
+        return _train(cfg, ratings, transport, place.path, checkpoint_every, saved, sharding)
 
 
 def _train(cfg: RecsysConfig, ratings: Ratings | None, transport: Callable[[Ledger], Transport] | None,
-           out: Path | None, checkpoint_every: int, saved: checkpoint.RecCheckpoint | None) -> RunResult:
+           out: Path | None, checkpoint_every: int, saved: checkpoint.RecCheckpoint | None,
+           sharding: Callable[[int], Shard] | None = None) -> RunResult:
     ratings, data = prepare(cfg, ratings)
     streams = Streams(cfg.seed)
     ledger = Ledger(data.num_users)
-    carrier = transport(ledger) if transport is not None else make_transport(cfg.runtime.transport, ledger)
-    ctx = Context(cfg, data, streams, carrier)
+    shard = sharding(data.num_users) if sharding is not None else None
+    if shard is not None:
+        carrier: Transport = DistributedTransport(ledger, shard.placement)
+    else:
+        carrier = transport(ledger) if transport is not None else make_transport(cfg.runtime.transport, ledger)
+    whole = (lambda: ledger) if shard is None else (lambda: shard.ledger(ledger))  # every process's counts
+    ctx = Context(cfg, data, streams, carrier, hosting=shard)
     algo = build(ctx)
     privacy = ctx.privacy
     state = algo.init_state(streams.generator("recsys-init"))
@@ -197,7 +171,8 @@ def _train(cfg: RecsysConfig, ratings: Ratings | None, transport: Callable[[Ledg
                 stopped = privacy.stop_reason(rnd) if privacy is not None else None
                 if stopped:  # resuming a run that had stopped at its target ε
                     break
-                record = _round(cfg, algo, state, data, streams, ledger, done, privacy, per_round, rnd, hint)
+                record = _round(cfg, algo, state, data, streams, ledger, whole, done, privacy, per_round, rnd,
+                                hint)
                 if privacy is not None:
                     stopped = privacy.stop_reason(rnd + 1) if rnd < cfg.train.rounds else None
                 if rnd % cfg.eval_every == 0 or rnd == cfg.train.rounds or stopped is not None:
@@ -227,16 +202,18 @@ def _train(cfg: RecsysConfig, ratings: Ratings | None, transport: Callable[[Ledg
         if folder is not None:
             folder.close()  # metrics.jsonl keeps the finished rounds
     assert selection.best_state is not None, "the last round run is always evaluated"
+    counted = whole()
     summary = complete({
         "algorithm": cfg.algorithm, "dataset": cfg.data.dataset, "protocol": data.protocol,
         "users": data.num_users, "items": data.num_items, "rounds": cfg.train.rounds,
         "rounds_done": len(done.history), "best_round": selection.best_round, "stopped": stopped,
         **selection.best_metrics,
         "mb_up": done.totals[0] / MB, "mb_down": done.totals[1] / MB, "mb_peer": done.totals[2] / MB,
-        "mb_total": ledger.total / MB, "transport": carrier.name, "bytes_by_link": dict(ledger.bytes_by_link),
-        "messages_by_link": dict(ledger.messages_by_link), "bytes_by_kind": dict(ledger.bytes_by_kind),
+        "mb_total": counted.total / MB, "transport": carrier.name, "bytes_by_link": dict(counted.bytes_by_link),
+        "messages_by_link": dict(counted.messages_by_link), "bytes_by_kind": dict(counted.bytes_by_kind),
         "mean_round_s": sum(done.round_times) / max(len(done.round_times), 1),
         "duplicates_removed": ratings.duplicates_removed, **({} if privacy is None else privacy.summary()),
+        **({} if shard is None else _distributed_summary(shard, carrier)),
     }, to_dict(cfg))
     if folder is not None:
         # the top-K lists score with the model validation chose (fedmeta: the same adaptation as its evaluation)
@@ -246,9 +223,18 @@ def _train(cfg: RecsysConfig, ratings: Ratings | None, transport: Callable[[Ledg
     return RunResult(summary, done.history, state)
 
 
+def _distributed_summary(shard: Shard, carrier: Transport) -> dict[str, Any]:
+    """What a distributed run adds to the summary: its processes and what torch.distributed carried besides the
+    messages (counts and lengths)."""
+    assert isinstance(carrier, DistributedTransport)
+    return {"processes": shard.placement.world, "distributed_overhead_bytes": shard.total(carrier.overhead_bytes)}
+
+
 def _round(cfg: RecsysConfig, algo: RecAlgorithm, state: RecState, data: RecData, streams: Streams, ledger: Ledger,
-           done: Progress, privacy: Any, per_round: int, rnd: int, hint: str) -> dict[str, Any]:
-    """Train round `rnd` (selection, local training, aggregation) and return its record, without metrics."""
+           whole: Callable[[], Ledger], done: Progress, privacy: Any, per_round: int, rnd: int,
+           hint: str) -> dict[str, Any]:
+    """Train round `rnd` (selection, local training, aggregation) and return its record, without metrics. `whole()`
+    is the ledger of every process (this one's alone in one process)."""
     start = time.perf_counter()
     ledger.begin_round()
     users = (privacy.participants(rnd) if privacy is not None
@@ -259,31 +245,16 @@ def _round(cfg: RecsysConfig, algo: RecAlgorithm, state: RecState, data: RecData
     for name, tensor in [*state.shared.items(), ("user rows", state.user)]:
         if tensor is not None:
             check_finite(tensor.detach(), f"model's {name} parameters", f"round {rnd}", hint)
-    up, down, peer = _traffic(ledger)
+    counted = whole()
+    up, down, peer = _traffic(counted)
     done.totals = [done.totals[0] + up, done.totals[1] + down, done.totals[2] + peer]
     record: dict[str, Any] = {"round": rnd, "clients": len(users), "loss": report.loss,
                               "round_s": done.round_times[-1], "mb_up": up / MB, "mb_down": down / MB,
-                              "mb_peer": peer / MB, "mb_total": ledger.total / MB,
-                              "bytes_by_link": dict(ledger.bytes_by_link), **report.extra}
+                              "mb_peer": peer / MB, "mb_total": counted.total / MB,
+                              "bytes_by_link": dict(counted.bytes_by_link), **report.extra}
     if privacy is not None:
         record.update(privacy.round_record())
     return record
 
 
-def export(algo: RecAlgorithm, state: RecState, data: RecData, ratings: Ratings, cfg: RecsysConfig, out: Path,
-           draws: Draws) -> None:
-    """item_embeddings.pt (item table + raw movie ids) and topk.json (raw user id -> raw movie ids)."""
-    item = state.shared["item"].detach().clone()
-    payload = {"item_embeddings": item, "item_ids": torch.from_numpy(ratings.item_ids.copy()),
-               "algorithm": cfg.algorithm}
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    atomic_write_bytes(out / "item_embeddings.pt", buffer.getvalue())
-    best = top_k(algo, state, data, cfg.top_k, draws)
-    ids = ratings.item_ids[best.numpy()]
-    topk = {"k": cfg.top_k, "users": {str(int(u)): [int(x) for x in row] for u, row in zip(ratings.user_ids, ids,
-                                                                                          strict=True)}}
-    atomic_write_bytes(out / "topk.json", (json.dumps(topk) + "\n").encode())
-
-
-__all__ = ["evaluate", "export", "prepare", "run", "score", "select_clients", "top_k"]
+__all__ = ["evaluate", "prepare", "run", "select_clients"]

@@ -14,9 +14,10 @@ Upload modes (Chai et al. 2020 call them "partial" and "full" FedMF):
 * `interacted`: only the rows of the items the client touched this round (its positives plus its sampled
   negatives) are kept in the mask. Cheap, but the mask tells the server which items were touched.
 * `full`: the whole catalogue is sent densely, untouched rows as zero deltas. Every client's payload has the same
-  size and layout, so sizes and layouts reveal nothing; hiding the *values* of untouched rows from the server needs
-  secure aggregation on top (Bonawitz et al. 2017), which fedge does not simulate. The server then averages each
-  item over all clients of the round (what secure aggregation of the sums lets it compute).
+  size and layout, so sizes and layouts reveal nothing; hiding the *values* from the server needs secure
+  aggregation on top (Bonawitz et al. 2017): `secure.aggregation: secagg | secagg+` (`fedge.recsys.secure`), which
+  masks whole-catalogue vectors with a touched indicator per item. Without it the server averages each item over
+  all clients of the round.
 
 Message bodies and their bytes: `fedge.recsys.bodies`; the exchange itself: `fedge.recsys.exchange`.
 """
@@ -46,6 +47,9 @@ class ClientRows:
     mode: str = "interacted"
     loss: float = 0.0  # uploads: mean local training loss (reported by the simulation, never sent)
     users: torch.Tensor | None = None  # [B] the clients' user ids (who sends: the routes' senders, not a payload)
+    # the round's clients over every process of a distributed run (its uploads go in batches cut over them); None:
+    # `users` are all of them
+    everyone: torch.Tensor | None = None
 
     @property
     def item_dim(self) -> int:
@@ -57,7 +61,7 @@ class ClientRows:
         return self.num_items * self.item_dim + self.dense_width()
 
     def dense_width(self) -> int:
-        return sum(t[0].numel() for t in self.dense.values())
+        return sum(t.shape[1:].numel() for t in self.dense.values())  # also when no client is held here
 
     @cached_property
     def ptr(self) -> torch.Tensor:
@@ -113,7 +117,7 @@ class ClientRows:
             return self
         return ClientRows(self.num_clients, self.num_items, self.pair_client, self.pair_item,
                           self.item_rows.half().float(), {k: v.half().float() for k, v in self.dense.items()},
-                          self.mode, self.loss, self.users)
+                          self.mode, self.loss, self.users, self.everyone)
 
     def like(self, blobs: list[bytes]) -> ClientRows:
         """Decode one message body per client, laid out like this one (same catalogue, dense names and shapes):
@@ -132,7 +136,7 @@ class ClientRows:
         flat = torch.stack(dense) if dense else torch.zeros(0, self.dense_width())
         out, offset = {}, 0
         for name, t in self.dense.items():
-            size = t[0].numel()
+            size = t.shape[1:].numel()
             out[name] = flat[:, offset: offset + size].reshape(len(blobs), *t.shape[1:])
             offset += size
         empty = torch.zeros(0, dtype=torch.long)

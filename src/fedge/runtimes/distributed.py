@@ -86,6 +86,11 @@ def placement(num_devices: int) -> Placement:
     return Placement(num_devices, world, rank)
 
 
+def placement_shard(num_devices: int) -> Shard:
+    """This rank's `Shard` of `num_devices` devices (`placement`'s one-line error for too many processes)."""
+    return Shard(placement(num_devices))
+
+
 _LEDGER_DICTS = ("bytes_by_link", "messages_by_link", "bytes_by_kind", "round_by_link")
 
 
@@ -136,4 +141,4 @@ class Shard:
         return merged
 
 
-__all__ = ["Shard", "check_same_config", "join", "launched", "leave", "placement"]
+__all__ = ["Shard", "check_same_config", "join", "launched", "leave", "placement", "placement_shard"]

@@ -28,6 +28,7 @@ from enum import IntEnum
 import numpy as np
 import torch
 
+from fedge.core.streams import uniform
 from fedge.messaging import Blobs, Kind, Role, Transport, route
 from fedge.secure import shamir
 from fedge.secure.crypto import KEY_BYTES, KeyPair, derive_key, expand_mask, modulus_mask
@@ -179,6 +180,20 @@ def secure_sum(inputs: Mapping[int, np.ndarray], settings: SecAggSettings, round
     return SecAggResult(total, u3, survivors, seconds)
 
 
+def simulated_dropouts(seed: int, dropout: float, round_number: int, ids: torch.Tensor) -> dict[Stage, list[int]]:
+    """Simulated mid-protocol dropouts of the devices `ids` in one round: each leaves at the first stage whose draw
+    of its "secagg-dropout" stream is below `dropout` (none when `dropout` is 0), as `dropouts` for `secure_sum`."""
+    stages = list(Stage)
+    if dropout == 0 or len(ids) == 0:
+        return {}
+    draws = uniform(seed, "secagg-dropout", round_number, ids, len(stages)) < dropout
+    out: dict[Stage, list[int]] = {}
+    for device, row in zip(ids.tolist(), draws.tolist()):
+        if any(row):
+            out.setdefault(stages[row.index(True)], []).append(device)
+    return out
+
+
 def _unmask(masked: dict[int, bytes], unmasking: dict[int, bytes], graph: dict[int, list[int]],
             public: dict[int, tuple[bytes, bytes]], u2: list[int], settings: SecAggSettings, rnd: int) -> np.ndarray:
     """The server's last step: rebuild the secrets from the unmasking shares and remove every mask from Σ y_u."""
@@ -214,4 +229,4 @@ def _unmask(masked: dict[int, bytes], unmasking: dict[int, bytes], graph: dict[i
     return total & modulus_mask(bits)
 
 
-__all__ = ["SecAggAborted", "SecAggResult", "SecAggSettings", "Stage", "secure_sum"]
+__all__ = ["SecAggAborted", "SecAggResult", "SecAggSettings", "Stage", "secure_sum", "simulated_dropouts"]

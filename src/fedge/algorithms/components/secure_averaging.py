@@ -56,16 +56,8 @@ class SecureUploads:
         self.last: dict[str, Any] = {}  # the last round's survivors per stage and compute seconds
 
     def _dropouts(self, ctx: RunContext, rnd: Round, ids: torch.Tensor) -> dict[Any, list[int]]:
-        """Simulated mid-protocol dropouts: each device leaves at the first stage whose draw is below `dropout`."""
-        stages = list(self.secagg.Stage)
-        if self.cfg.dropout == 0 or len(ids) == 0:
-            return {}
-        draws = ctx.streams.uniform("secagg-dropout", rnd.number, ids, len(stages)) < self.cfg.dropout
-        out: dict[Any, list[int]] = {}
-        for device, row in zip(ids.tolist(), draws.tolist()):
-            if any(row):
-                out.setdefault(stages[row.index(True)], []).append(device)
-        return out
+        """Simulated mid-protocol dropouts (stream `secagg-dropout`; `fedge.secure.secagg.simulated_dropouts`)."""
+        return self.secagg.simulated_dropouts(ctx.streams.seed, self.cfg.dropout, rnd.number, ids)
 
     def step(self, ctx: RunContext, rnd: Round, senders: torch.Tensor, updates: torch.Tensor, dp: UserLevel | None,
              population: torch.Tensor, aggregator: tuple[Role, int] = (Role.SERVER, 0)) -> torch.Tensor | None:

@@ -42,21 +42,51 @@ class RoundReport:
     extra: dict[str, float] = field(default_factory=dict)
 
 
+class Hosting(Protocol):
+    """The users (devices) one process of a distributed run hosts (`fedge.runtimes.distributed.Shard`)."""
+
+    local: torch.Tensor  # [U] bool: hosted here
+
+    def complete(self, values: torch.Tensor) -> torch.Tensor:
+        """[U, ...] values, each row taken from the process hosting its user (exact: a sum with zeros)."""
+        ...
+
+
 class Context:
     """What an algorithm is built from: the config, the data, the run's random streams (default: of `cfg.seed`),
-    the transport its messages cross (default: `cfg.runtime.transport` over a fresh ledger, one device per user) and,
-    under `privacy.mechanism: user`, the user-level DP mechanism's state (`privacy`: who takes part, the clipping
-    norm, the accountant; `fedge.recsys.dp`)."""
+    the transport its messages cross (default: `cfg.runtime.transport` over a fresh ledger, one device per user),
+    under `privacy.mechanism: user` the user-level DP mechanism's state (`privacy`: who takes part, the clipping
+    norm, the accountant; `fedge.recsys.dp`) and, in a distributed run, the users this process hosts (`hosting`;
+    None: all of them)."""
 
     def __init__(self, cfg: RecsysConfig, data: RecData, streams: Streams | None = None,
-                 transport: Transport | None = None) -> None:
+                 transport: Transport | None = None, hosting: Hosting | None = None) -> None:
         self.cfg = cfg
         self.data = data
         self.streams = streams if streams is not None else Streams(cfg.seed)
         self.transport = (transport if transport is not None
                           else make_transport(cfg.runtime.transport, Ledger(data.num_users)))
+        self.hosting = hosting
         self.privacy = (UserLevelDP(cfg.privacy, data.num_users, cfg.train.rounds, self.streams)
                         if cfg.privacy.mechanism == "user" else None)
+
+    def hosted(self, users: torch.Tensor) -> torch.Tensor:
+        """The given users (order kept) that this process hosts: all of them in one process."""
+        return users if self.hosting is None else users[self.hosting.local[users]]
+
+    def complete_rows(self, rows: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
+        """[U, ...] from the rows of `users` (`rows[k]` is user `users[k]`'s): every process's hosted users' rows
+        joined (one process: the rows in place, zeros for users not given)."""
+        full = rows.new_zeros(self.data.num_users, *rows.shape[1:])
+        full[users] = rows
+        return full if self.hosting is None else self.hosting.complete(full)
+
+    def round_mean(self, values: torch.Tensor, users: torch.Tensor, everyone: torch.Tensor) -> float:
+        """The mean over the round's clients `everyone` of a per-client value (`values[k]` is `users[k]`'s, the
+        users hosted here): summed in the order of `everyone`, so one process and many give the same bits."""
+        if len(everyone) == 0:
+            return 0.0
+        return float(self.complete_rows(values, users)[everyone].sum() / len(everyone))
 
     def draws(self, purpose: str, rnd: int) -> Draws:
         return Draws(self.streams, purpose, rnd)

@@ -21,6 +21,7 @@ from fedge.recsys.draws import Draws
 from fedge.recsys.exchange import SERVER, ClientServer, Endpoint
 from fedge.recsys.local import fit_user_rows, make_batch, make_copies, make_pairs, train_copies, working_copies
 from fedge.recsys.models import Model
+from fedge.recsys.secure import nothing, secure_uploads
 from fedge.recsys.server_opt import ServerOptimizer
 from fedge.recsys.wire import Aggregate, Uploads
 
@@ -34,6 +35,9 @@ class FederatedRecommender:
         self.ctx = ctx
         train = ctx.cfg.train
         self.link = ClientServer(ctx.transport, train.value_dtype, train.upload)
+        # secure.aggregation: secagg | secagg+: masked whole-catalogue uploads (fedge.recsys.secure); None: plaintext
+        self.secure = secure_uploads(ctx.cfg, ctx.data.num_users, ctx.transport, ctx.privacy,
+                                     distributed=ctx.hosting is not None)
         # one server optimiser per shared model: keyed by its item table's storage (one per edge when decentralized)
         self._server_opts: dict[int, ServerOptimizer] = {}
 
@@ -60,11 +64,12 @@ class FederatedRecommender:
         clipped on the device under user-level DP. None when nobody takes part (possible with Poisson sampling)."""
         if len(users) == 0:
             return None
+        everyone, users = users, self.ctx.hosted(users)  # a distributed run trains the clients hosted here
         data, train = self.ctx.data, self.ctx.cfg.train
         draws = self.ctx.draws("recsys-train", rnd)
         batch = make_batch(data, users, self.ctx.cfg.data.num_negatives, draws)
         pairs = make_pairs(batch.client, batch.item, data.num_items)
-        held = self.link.download(state.shared, users, pairs, rnd, at)
+        held = self.link.download(state.shared, users, pairs, rnd, at, everyone)
         assert state.user is not None
         copies = working_copies(state.user[users], held.item_rows, held.dense)
         loss = train_copies(self.model, copies, batch, pairs, protocol=data.protocol, epochs=train.local_epochs,
@@ -75,14 +80,22 @@ class FederatedRecommender:
         item_delta = copies.item.detach() - held.item_rows
         dense_delta = {k: v.detach() - held.dense[k] for k, v in copies.dense.items()}
         uploads = Uploads(len(users), data.num_items, pairs.client, pairs.item, item_delta, dense_delta,
-                          mode=train.upload, loss=loss, users=users)
+                          mode=train.upload, loss=self.ctx.round_mean(loss, users, everyone), users=users,
+                          everyone=everyone)
         return uploads if self.ctx.privacy is None else self.ctx.privacy.clip(uploads)
 
     def receive(self, state: RecState, uploads: Uploads | None, rnd: int, at: Endpoint = SERVER) -> Aggregate:
         """The uploads cross to the aggregator, which steps its model with the average of what it received (under
-        user-level DP: with the noisy sum over the whole model divided by the expected number of participants)."""
+        user-level DP: with the noisy sum over the whole model divided by the expected number of participants;
+        under secure aggregation as masked whole-catalogue vectors of which it unmasks only the sums,
+        `fedge.recsys.secure`, and a round that released nothing steps nothing)."""
         privacy = self.ctx.privacy
-        if privacy is None:
+        if self.secure is not None:  # the server unmasks only the sums (per-item means); None: nothing released
+            secured = self.secure.aggregate(uploads, rnd, (at.role, at.index))
+            if secured is None:
+                return nothing(state.shared)
+            got = secured
+        elif privacy is None:
             assert uploads is not None
             got = self.link.upload(uploads, rnd, at)
         else:
@@ -112,10 +125,13 @@ class FederatedRecommender:
         """Training rows as they are, or (`eval_user_epochs` > 0) refitted copies: a user row last moved together
         with the client's own drifting copies of the shared model, not with the averaged model it now scores with.
         The training state is not touched, so results do not depend on how often a run evaluates."""
+        assert state.user is not None
+        everyone = torch.arange(self.ctx.data.num_users)
+        users = self.ctx.hosted(everyone)  # a distributed run: each process its own users, then joined
         if self.ctx.cfg.train.eval_user_epochs == 0:
-            return state
-        users = torch.arange(self.ctx.data.num_users)
-        return RecState(state.shared, self.refit_user_rows(state, users, draws))
+            return state if self.ctx.hosting is None else RecState(
+                state.shared, self.ctx.complete_rows(state.user[users], users))
+        return RecState(state.shared, self.ctx.complete_rows(self.refit_user_rows(state, users, draws), users))
 
     def predict(self, state: RecState, user: torch.Tensor, item: torch.Tensor, draws: Draws) -> torch.Tensor:
         assert state.user is not None
