@@ -8,7 +8,9 @@
 * `Selector.select`       — whom each device receives from this round (optional; none = no peer exchange);
 * `Selector.observe`      — learn from what was received (default: nothing);
 * `Combiner.combine`      — use what was received or aggregate uploads (default: nothing);
-* `Combiner.served`       — the models devices are evaluated with when an aggregator serves them (default: own).
+* `Combiner.served`       — the models devices are evaluated with when an aggregator serves them (default: own);
+* `Combiner.report_round` / `Combiner.report` — measurements the runtime adds to a round's metrics record and to
+  summary.json, e.g. encryption seconds (default: none).
 
 Each component is built from its own config section, allocates its per-device state in `start`, and hands that
 state to checkpoints with `state_dict` / `load_state_dict`, as `torch.optim` optimizers do. Algorithms never import
@@ -82,6 +84,14 @@ class Combiner(Component):
     def served(self, devices: DeviceState, ctx: RunContext, rnd: Round) -> torch.Tensor | None:
         """[N, d] models to evaluate devices with, when an aggregator's model is what they use; None: their own."""
         return None
+
+    def report_round(self, round_number: int) -> dict[str, Any]:
+        """Measurements of round `round_number` for its metrics record (JSON values; keys not the runtime's)."""
+        return {}
+
+    def report(self) -> dict[str, Any]:
+        """Run-level measurements for summary.json (JSON values; keys not the runtime's)."""
+        return {}
 
 
 @dataclass

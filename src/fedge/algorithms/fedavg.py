@@ -4,7 +4,8 @@ their updates, whose average, weighted by data size (`server.weighting`), the se
 user-level DP (`privacy.mechanism: user`): DP-FedAvg (McMahan et al. 2018), Poisson sampling at
 `privacy.sample_rate`, clipped updates and a noisy sum (fedge.privacy.mechanisms). With `secure.aggregation:
 secagg | secagg+` the uploads are masked and the server learns only their sum; with `ckks` they are encrypted and
-the server adds ciphertexts, the devices decrypt the aggregate (docs/secure.md)."""
+the server adds ciphertexts, the devices decrypt the aggregate (docs/secure.md); under DP the devices add the noise
+before masking or encrypting."""
 
 from __future__ import annotations
 
@@ -22,6 +23,6 @@ def build(config: ExperimentConfig) -> Algorithm:
     dp = user_level(config.privacy)
     sampler = PoissonSampling(config.privacy.sample_rate) if dp else ClientSampling(config.server)
     if config.secure.aggregation == "ckks":
-        return Algorithm("fedavg", sampler=sampler, combiner=EncryptedAveraging(config.server, config.secure))
+        return Algorithm("fedavg", sampler=sampler, combiner=EncryptedAveraging(config.server, config.secure, dp))
     secure = SecureUploads(config.secure, config.server.weighting) if config.secure.masking else None
     return Algorithm("fedavg", sampler=sampler, combiner=ServerAveraging(config.server, dp, secure))

@@ -7,171 +7,25 @@ summed system cost of every request served since the previous decision, and `inf
 that was, so learners can discount per request (γ^elapsed, a semi-MDP) rather than per decision — discounting per
 decision would favour actions that cause more misses, since those make decisions (and discounting) more frequent.
 
-Observation [C + 1, 5]: one row per cache slot plus a last row for the requested item, each with
-(log1p short-window request count, log1p long-window count, recency exp(−Δt/short_window), cosine similarity to
-the edge's recent-interest vector (EMA of requested items' embeddings), time in cache exp(−age/long_window)).
-Action in {0..C}: evict slot a and admit the requested item, or C = do not admit it.
+Observation and action: `fedge.caching.edge` (one row per cache slot plus the request; evict slot a, or C = bypass).
+
+The multi-edge environment serves the requests of all edges in their exact global order (one engine for every
+policy): it stops at each miss that finds its edge's cache full, so exactly one edge decides per step and a
+neighbour's cache is always looked at as of the request's own time. A heuristic replays through the same
+environment by attaching its policy object to each edge (`EdgeCore.attach`; `fedge.caching.replay`).
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from collections import deque
-from typing import Any
+from typing import Any, Literal
 
 import gymnasium as gym
 import numpy as np
 from pettingzoo import ParallelEnv
 
-from fedge.caching.similarity import SoftHitTable
-from fedge.caching.simulator import CostModel
-
-FEATURES = 5
-
-
-class EdgeCore:
-    """One edge server's cache and request statistics, stepping through its own request stream."""
-
-    def __init__(self, capacity: int, items: np.ndarray, times: np.ndarray, accept_u: np.ndarray,
-                 episode_bounds: list[tuple[int, int]], emb: np.ndarray, table: SoftHitTable, model: CostModel,
-                 soft_enabled: bool, short_window: int, long_window: int) -> None:
-        self.C, self.items, self.times, self.u = capacity, items.tolist(), times, accept_u.tolist()
-        self.bounds, self.table, self.model, self.soft_enabled = episode_bounds, table, model, soft_enabled
-        norms = np.linalg.norm(emb, axis=1, keepdims=True)
-        self.emb = (emb / np.maximum(norms, 1e-12)).astype(np.float32)
-        self.sw, self.lw = short_window, long_window
-        m = len(emb)
-        self.slots: list[int] = []
-        self.slot_of: dict[int, int] = {}
-        self.admitted: list[int] = []
-        self.short, self.long = np.zeros(m, np.float32), np.zeros(m, np.float32)
-        self.last = np.full(m, -10**9, dtype=np.int64)
-        self.short_q: deque[int] = deque()
-        self.long_q: deque[int] = deque()
-        self.interest = np.zeros(self.emb.shape[1], np.float32)
-        self.pos, self.stop, self.pending, self.elapsed = 0, 0, -1, 0
-        self.reset_counters()
-
-    def reset_counters(self) -> None:
-        self.direct = self.soft = self.neighbour = self.cloud = 0
-        self.sim_loss, self.decisions = 0.0, 0
-
-    def start_episode(self, episode: int) -> None:
-        self.pos, self.stop = self.bounds[episode]
-        self.pending = -1
-        self.reset_counters()
-
-    def _record(self, k: int) -> None:
-        now = self.pos
-        self.short[k] += 1
-        self.long[k] += 1
-        self.short_q.append(k)
-        self.long_q.append(k)
-        if len(self.short_q) > self.sw:
-            self.short[self.short_q.popleft()] -= 1
-        if len(self.long_q) > self.lw:
-            self.long[self.long_q.popleft()] -= 1
-        self.last[k] = now
-        self.interest = 0.9 * self.interest + 0.1 * self.emb[k]
-
-    def advance(self, neighbours: list[dict[int, int]]) -> float:
-        """Serve requests until one needs a decision (then `pending` is its item) or the episode ends (pending −1).
-        Returns the summed cost of the requests served; `elapsed` is how many there were."""
-        cost, m, begin = 0.0, self.model, self.pos
-        while self.pos < self.stop:
-            k = self.items[self.pos]
-            self._record(k)
-            t = self.pos
-            self.pos += 1
-            if k in self.slot_of:
-                self.direct += 1
-                cost += m.request_cost("direct")
-                continue
-            if self.soft_enabled and self._soft(k, t):
-                cost += m.request_cost("soft", self._last_sim)
-                continue
-            if any(k in other for other in neighbours):
-                self.neighbour += 1
-                cost += m.request_cost("neighbour")
-            else:
-                self.cloud += 1
-                cost += m.request_cost("cloud")
-            if len(self.slots) < self.C:
-                self._admit(k, len(self.slots))
-            else:
-                self.pending = k
-                self.decisions += 1
-                self.elapsed = self.pos - begin
-                return cost
-        self.pending = -1
-        self.elapsed = self.pos - begin
-        return cost
-
-    def _soft(self, k: int, t: int) -> bool:
-        tab = self.table
-        for i, j in enumerate(tab.items[k]):
-            if j in self.slot_of:
-                if self.u[t] < tab.probs[k][i]:
-                    self._last_sim = tab.sims[k][i]
-                    self.soft += 1
-                    self.sim_loss += 1.0 - self._last_sim
-                    return True
-                return False
-        return False
-
-    def _admit(self, k: int, slot: int) -> None:
-        if slot == len(self.slots):
-            self.slots.append(k)
-            self.admitted.append(self.pos)
-        else:
-            del self.slot_of[self.slots[slot]]
-            self.slots[slot] = k
-            self.admitted[slot] = self.pos
-        self.slot_of[k] = slot
-
-    def decide(self, action: int) -> None:
-        """Apply an action to the pending miss: evict slot `action` for it, or (action == C) bypass it."""
-        if not 0 <= action <= self.C:
-            raise ValueError(f"action {action} outside 0..{self.C}")
-        if action < self.C and self.pending >= 0:
-            self._admit(self.pending, action)
-        self.pending = -1
-
-    def observation(self) -> np.ndarray:
-        rows = np.array(self.slots + [max(self.pending, 0)], dtype=np.int64)
-        obs = np.empty((self.C + 1, FEATURES), dtype=np.float32)
-        if len(rows) < self.C + 1:  # not full yet (only before the first decision)
-            obs[:] = 0.0
-            return obs
-        obs[:, 0] = np.log1p(self.short[rows])
-        obs[:, 1] = np.log1p(self.long[rows])
-        obs[:, 2] = np.exp(-np.minimum(self.pos - self.last[rows], 10**6) / self.sw)
-        obs[:, 3] = self.emb[rows] @ self.interest / max(float(np.linalg.norm(self.interest)), 1e-12)
-        obs[:self.C, 4] = np.exp(-(self.pos - np.array(self.admitted)) / self.lw)
-        obs[self.C, 4] = 0.0
-        return obs
-
-    def metrics(self) -> dict[str, float]:
-        requests = self.direct + self.soft + self.neighbour + self.cloud
-        out = self.model.summarise(requests, self.direct, self.soft, self.neighbour, self.cloud, self.sim_loss)
-        out["decisions"] = self.decisions
-        return out
-
-
-def edge_cores(trace: Any, capacity: int, emb: np.ndarray, table: SoftHitTable, model: CostModel,
-               accept_u: np.ndarray, episode_len: int, edges: int, soft_enabled: bool, short_window: int,
-               long_window: int) -> list[EdgeCore]:
-    """One EdgeCore per edge over that edge's sub-stream; episode i covers global requests [i·L, (i+1)·L)."""
-    n = len(trace.items)
-    cores = []
-    for e in range(edges):
-        idx = np.flatnonzero(trace.edges == e)
-        cuts = np.searchsorted(idx, np.arange(0, n + episode_len, episode_len))
-        bounds = [(int(a), int(b)) for a, b in zip(cuts[:-1], cuts[1:], strict=True)][: math.ceil(n / episode_len)]
-        cores.append(EdgeCore(capacity, trace.items[idx], idx, accept_u[idx], bounds, emb, table, model,
-                              soft_enabled, short_window, long_window))
-    return cores
+from fedge.caching.edge import FEATURES, EdgeCore, edge_cores
 
 
 def _spaces(capacity: int, long_window: int) -> tuple[gym.spaces.Box, gym.spaces.Discrete]:
@@ -210,18 +64,38 @@ class CacheEnv(gym.Env):
 
 
 class MultiEdgeCacheEnv(ParallelEnv):
-    """E edge servers acting in parallel (PettingZoo Parallel API). Each step every agent with a pending miss
-    chooses an action; each edge then serves its own stream until its next decision. With cooperation a miss is
-    served by any neighbour whose cache holds the item at that moment."""
+    """E edge servers (PettingZoo Parallel API, agents `edge_i`) serving their requests in exact global order.
+    Every edge is live from `reset` to the episode's end; a step stops at the next miss that finds its edge's
+    cache full, so exactly one agent decides per step (`deciding`, `infos[a]["pending"]`): its action is
+    applied and the other agents' actions (which may be omitted) are ignored. Each agent's reward is minus the cost
+    its edge paid since the previous step and `infos[a]["elapsed"]` how many of its requests that was. With
+    cooperation a miss is served by a neighbour whose cache holds the item at the request's own time.
+    `observe`: "all" (every live agent's observation each step), "deciding" (only the deciding agent's, and every
+    agent's at the episode's end: what a learner of the per-edge semi-MDP reads; `fedge.caching.train`) or "none"
+    (heuristic replay); an observation not computed is None."""
 
-    metadata = {"name": "fedge_cache_v0", "render_modes": []}
+    metadata = {"name": "fedge_cache_v1", "render_modes": []}
 
-    def __init__(self, make_cores: Any, cooperation: bool = True) -> None:
-        self.make_cores, self.cooperation = make_cores, cooperation
-        self.cores: list[EdgeCore] = make_cores()
+    def __init__(self, make_cores: Any, cooperation: bool = True,
+                 observe: Literal["all", "deciding", "none"] = "all") -> None:
+        self.make_cores, self.cooperation, self.observe = make_cores, cooperation, observe
+        self._build()
         self.possible_agents = [f"edge_{e}" for e in range(len(self.cores))]
         self.agents: list[str] = []
-        self.episode = -1
+        self.episode, self.decider, self.loss = -1, -1, 0.0
+
+    def _build(self) -> None:
+        self.cores: list[EdgeCore] = self.make_cores()
+        n = sum(len(c.items) for c in self.cores)
+        order = np.empty(n, dtype=np.int64)
+        for e, core in enumerate(self.cores):
+            order[core.times] = e
+        self.order = order.tolist()
+        self.nbrs = [[c.slot_of for o, c in enumerate(self.cores) if o != e] if self.cooperation else []
+                     for e in range(len(self.cores))]
+        # global bounds of episode i: the requests before it are the edges' requests before it, summed
+        self.bounds = [(sum(c.bounds[i][0] for c in self.cores), sum(c.bounds[i][1] for c in self.cores))
+                       for i in range(len(self.cores[0].bounds))]
 
     @functools.cache  # noqa: B019 - spaces must be the same object on every call
     def observation_space(self, agent: str) -> gym.spaces.Box:
@@ -231,39 +105,71 @@ class MultiEdgeCacheEnv(ParallelEnv):
     def action_space(self, agent: str) -> gym.spaces.Discrete:
         return _spaces(self.cores[0].C, self.cores[0].lw)[1]
 
-    def _neighbours(self, e: int) -> list[dict[int, int]]:
-        return [c.slot_of for o, c in enumerate(self.cores) if o != e] if self.cooperation else []
+    @property
+    def deciding(self) -> str | None:
+        """The agent whose miss awaits a decision (None once the episode is over)."""
+        return self.possible_agents[self.decider] if self.decider >= 0 else None
+
+    def _serve(self) -> None:
+        """Serve global requests until a miss needs a decision (`decider`) or the episode ends (decider −1)."""
+        cores, order, nbrs = self.cores, self.order, self.nbrs
+        self.cost, self.count = [0.0] * len(cores), [0] * len(cores)
+        cost, count = self.cost, self.count
+        self.decider = -1
+        while self.t < self.stop:
+            e = order[self.t]
+            self.t += 1
+            core = cores[e]
+            cost[e] += core.serve(nbrs[e])
+            count[e] += 1
+            self.loss += core.last_loss
+            if core.pending >= 0:
+                self.decider = e
+                return
+
+    def _obs(self, e: int) -> np.ndarray | None:
+        wanted = self.observe == "all" or (self.observe == "deciding" and self.decider in (e, -1))
+        return self.cores[e].observation() if wanted else None
 
     def reset(self, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
         if seed is not None or self.episode < 0:
-            self.cores, self.episode = self.make_cores(), -1
-        self.episode = (self.episode + 1) % len(self.cores[0].bounds)
-        for e, core in enumerate(self.cores):
+            self._build()
+            self.episode = -1
+        self.episode = (self.episode + 1) % len(self.bounds)
+        for core in self.cores:
             core.start_episode(self.episode)
-            core.advance(self._neighbours(e))
-        self.agents = [a for a, c in zip(self.possible_agents, self.cores, strict=True) if c.pending >= 0]
-        return ({a: self.cores[int(a[5:])].observation() for a in self.agents},
-                {a: {"episode": self.episode} for a in self.agents})
+        (self.t, self.stop), self.loss = self.bounds[self.episode], 0.0
+        self._serve()
+        self.agents = list(self.possible_agents) if self.decider >= 0 else []
+        return ({a: self._obs(e) for e, a in enumerate(self.agents)},
+                {a: {"episode": self.episode, "pending": e == self.decider} for e, a in enumerate(self.agents)})
 
     def step(self, actions: dict[str, int]) -> tuple[dict, dict, dict, dict, dict]:
+        if self.decider < 0:
+            return {}, {}, {}, {}, {}
+        name = self.possible_agents[self.decider]
+        if name not in actions:
+            raise ValueError(f"step: no action for {name}, whose miss awaits a decision")
+        self.cores[self.decider].decide(int(actions[name]))
+        self._serve()
+        done = self.decider < 0
         obs, rewards, terms, truncs, infos = {}, {}, {}, {}, {}
-        for a in self.agents:
-            self.cores[int(a[5:])].decide(int(actions[a]))
-        for a in self.agents:
-            e = int(a[5:])
-            core = self.cores[e]
-            rewards[a] = -core.advance(self._neighbours(e))
-            obs[a] = core.observation()
-            terms[a], truncs[a] = core.pending < 0, False
-            infos[a] = {"elapsed": core.elapsed, **(core.metrics() if terms[a] else {})}
-        self.agents = [a for a in self.agents if not terms[a]]
+        for e, a in enumerate(self.agents):
+            obs[a], rewards[a], terms[a], truncs[a] = self._obs(e), -self.cost[e], done, False
+            infos[a] = {"elapsed": self.count[e], "pending": e == self.decider,
+                        **(self.cores[e].metrics() if done else {})}
+        if done:
+            self.agents = []
         return obs, rewards, terms, truncs, infos
 
     def episode_metrics(self) -> dict[str, float]:
-        """System-wide metrics of the current episode (all edges pooled)."""
+        """System-wide metrics of the current episode (all edges pooled; the similarity loss summed in global
+        order, so that they equal the simulator's to the last bit)."""
         tot = {k: sum(getattr(c, k) for c in self.cores) for k in ("direct", "soft", "neighbour", "cloud")}
-        loss = sum(c.sim_loss for c in self.cores)
         m = self.cores[0].model.summarise(sum(tot.values()), tot["direct"], tot["soft"], tot["neighbour"],
-                                          tot["cloud"], loss)
+                                          tot["cloud"], self.loss)
         m["decisions"] = sum(c.decisions for c in self.cores)
         return m
+
+
+__all__ = ["FEATURES", "CacheEnv", "EdgeCore", "MultiEdgeCacheEnv", "edge_cores"]

@@ -202,7 +202,10 @@ class SimilarityLFU:
         self._push(j, value)
 
     def miss(self, k: int, t: int) -> None:
-        value = self.score.get(k, 0.0) + 1.0
+        self._admit(k, self.score.get(k, 0.0) + 1.0)
+
+    def _admit(self, k: int, value: float) -> None:
+        """Record k's new score; cache it if there is room or it beats the lowest cached score (then evicted)."""
         self.score[k] = value
         if len(self.cached) >= self.capacity:
             heap, cached = self.heap, self.cached
@@ -215,6 +218,42 @@ class SimilarityLFU:
         if len(self.heap) > 8 * self.capacity + 64:
             self.heap = [(v, i) for i, v in self.cached.items()]
             heapq.heapify(self.heap)
+
+
+class DecayedLFU(SimilarityLFU):
+    """Similarity-aware LFU whose scores age (`dlfu`): every use adds to an item's score as in `SimilarityLFU`
+    (+1 per request for it, +s when it serves a soft hit), but a use `half_life` of this edge's requests ago counts
+    half as much, so items that were popular before a drift lose their place. Kept O(log C) by adding growing
+    weights 2^(clock/half_life) instead of decaying every score (the same order), rescaled now and then."""
+
+    def __init__(self, capacity: int, half_life: int) -> None:
+        super().__init__(capacity)
+        self.half_life, self.clock, self.base = half_life, 0, 0
+
+    def _weight(self) -> float:
+        self.clock += 1
+        age = (self.clock - self.base) / self.half_life
+        if age > 500:  # rescale every score by 2^-age so that the weights stay finite
+            f = 2.0 ** -age
+            self.score = {k: v * f for k, v in self.score.items()}
+            self.cached = {k: v * f for k, v in self.cached.items()}
+            self.heap = [(v, i) for i, v in self.cached.items()]
+            heapq.heapify(self.heap)
+            self.base, age = self.clock, 0.0
+        return 2.0 ** age
+
+    def hit(self, k: int, t: int) -> None:
+        value = self.score.get(k, 0.0) + self._weight()
+        self.score[k] = value
+        self._push(k, value)
+
+    def soft(self, j: int, s: float, t: int) -> None:
+        value = self.score.get(j, 0.0) + s * self._weight()
+        self.score[j] = value
+        self._push(j, value)
+
+    def miss(self, k: int, t: int) -> None:
+        self._admit(k, self.score.get(k, 0.0) + self._weight())
 
 
 def next_use(items: np.ndarray, edges: np.ndarray) -> np.ndarray:

@@ -1,11 +1,12 @@
 """One `fedge cache` run: every configured policy on one request stream, as a `RunResult` and a run folder.
 
-Heuristic policies run in the plain-Python simulator; learned policies train online in the multi-edge environment,
-each with its own ledger and transport (`runtime.transport`), so a federated policy's summary carries the bytes its
-model exchanges moved. `run_cache` is what the command calls and what tests call; with `out` it writes the run folder
-through `fedge.runfolder.RunFolder`: metrics.jsonl (one record per policy and episode), summary.json and config.yaml
-(with the resolved config and the environment), plus cost_per_episode.png and hit_ratios.png. The folder is
-written as every command's is (`fedge.runfolder.staging`): problems with `out` are found before the trace is
+Heuristic policies run in the plain-Python simulator, or (`runtime.heuristic_engine: env`) replay through the
+multi-edge environment the learned agents train online in (the same metrics, bit for bit); learned policies train
+there, each with its own ledger and transport (`runtime.transport`), so a federated policy's summary carries the
+bytes its model exchanges moved. `run_cache` is what the command calls and what tests call; with `out` it writes the
+run folder through `fedge.runfolder.RunFolder`: metrics.jsonl (one record per policy and episode), summary.json
+and config.yaml (with the resolved config and the environment), plus cost_per_episode.png and hit_ratios.png. The
+folder is written as every command's is (`fedge.runfolder.staging`): problems with `out` are found before the trace is
 loaded, and a rerun into a folder that holds a run replaces it only once finished. An episode metric that is not a
 finite number stops the run with `fedge.runfolder.Diverged` (FAILED in the folder).
 """
@@ -20,6 +21,7 @@ from typing import Any
 from fedge.caching.agents import learned_policies
 from fedge.caching.config import HEURISTICS, CacheConfig
 from fedge.caching.env import EdgeCore, MultiEdgeCacheEnv, edge_cores
+from fedge.caching.replay import heuristic_env, replay
 from fedge.caching.report import compare_learned, plot_costs, plot_hits, print_summary, summarise_run
 from fedge.caching.rng import acceptance_draws
 from fedge.caching.similarity import SoftHitTable, item_embeddings
@@ -94,14 +96,20 @@ def _run(cfg: CacheConfig, out: Path | None, progress: bool) -> tuple[RunResult,
                         advance(1, status=f"{label} ep {episode + 1} cost {metrics['cost']:.3f}")
 
                     start = time.perf_counter()
-                    if policy in HEURISTICS:
-                        episodes = simulate(trace, make_policies(policy, capacity, trace, net.edges, cfg.seed),
-                                            table, model, accept_u, episode_len, net.cooperation, soft, log)
+                    def cores(soft: bool = soft) -> list[EdgeCore]:
+                        return edge_cores(trace, capacity, emb, table, model, accept_u, episode_len, net.edges, soft,
+                                          cfg.agent.short_window, cfg.agent.long_window)
+
+                    def policies(policy: str = policy) -> list[Any]:
+                        return make_policies(policy, capacity, trace, net.edges, cfg.seed,
+                                             cfg.heuristics.decay_half_life)
+                    if policy in HEURISTICS and cfg.runtime.heuristic_engine == "simulator":
+                        episodes = simulate(trace, policies(), table, model, accept_u, episode_len, net.cooperation,
+                                            soft, log)
+                    elif policy in HEURISTICS:
+                        episodes = replay(heuristic_env(cores, policies, net.cooperation), n_episodes, cfg.seed, log)
                     else:
-                        def cores(soft: bool = soft) -> list[EdgeCore]:
-                            return edge_cores(trace, capacity, emb, table, model, accept_u, episode_len, net.edges,
-                                              soft, cfg.agent.short_window, cfg.agent.long_window)
-                        env = MultiEdgeCacheEnv(cores, net.cooperation)
+                        env = MultiEdgeCacheEnv(cores, net.cooperation, observe="deciding")
                         transport = make_transport(cfg.runtime.transport, Ledger())
                         episodes = train_agents(env, policy, cfg.agent, n_episodes, cfg.seed, log, transport)
                     runs[label] = summarise_run(episodes)
@@ -120,6 +128,7 @@ def _run(cfg: CacheConfig, out: Path | None, progress: bool) -> tuple[RunResult,
         "policies": runs, "learned_vs_heuristics": compare_learned(main_runs), "requests_per_second": speeds,
         "capacity_items": capacity, "catalogue_items": trace.num_items, "requests": len(trace),
         "episodes": n_episodes, "embeddings": emb_source, "transport": cfg.runtime.transport,
+        "heuristic_engine": cfg.runtime.heuristic_engine,
         "duplicates_removed": trace.duplicates_removed}
     if len(settings) == 2:
         summary["soft_hits_lower_cost"] = {p: runs[p]["cost"] < runs[f"{p}{NO_SOFT}"]["cost"] for p in cfg.policies}

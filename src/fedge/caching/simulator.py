@@ -21,7 +21,17 @@ from typing import Any
 import numpy as np
 
 from fedge.caching.config import CostConfig, NetworkConfig
-from fedge.caching.policies import FIFO, LFU, LRU, Belady, RandomEviction, SimilarityLFU, StaticTop, next_use
+from fedge.caching.policies import (
+    FIFO,
+    LFU,
+    LRU,
+    Belady,
+    DecayedLFU,
+    RandomEviction,
+    SimilarityLFU,
+    StaticTop,
+    next_use,
+)
 from fedge.caching.rng import numpy_stream
 from fedge.caching.similarity import SoftHitTable
 from fedge.caching.trace import Trace
@@ -65,8 +75,8 @@ class CostModel:
                 "backhaul_mb": cloud * self.item_size_mb}
 
 
-def make_policies(name: str, capacity: int, trace: Trace, edges: int, seed: int) -> list[Any]:
-    """One heuristic policy object per edge."""
+def make_policies(name: str, capacity: int, trace: Trace, edges: int, seed: int, half_life: int = 125) -> list[Any]:
+    """One heuristic policy object per edge (`half_life`: the aging of `dlfu`, in requests at the edge)."""
     if name == "belady":
         nxt = next_use(trace.items, trace.edges)
         return [Belady(capacity, nxt) for _ in range(edges)]
@@ -74,6 +84,8 @@ def make_policies(name: str, capacity: int, trace: Trace, edges: int, seed: int)
         return [StaticTop(capacity, trace.items[trace.edges == e]) for e in range(edges)]
     if name == "random":
         return [RandomEviction(capacity, numpy_stream(seed, "cache-random-eviction", e)) for e in range(edges)]
+    if name == "dlfu":
+        return [DecayedLFU(capacity, half_life) for _ in range(edges)]
     simple = {"lru": LRU, "lfu": LFU, "fifo": FIFO, "sim-lfu": SimilarityLFU}
     return [simple[name](capacity) for _ in range(edges)]
 

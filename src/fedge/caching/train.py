@@ -18,6 +18,11 @@ ledger from the bytes that crossed (edge-cloud link; frames included):
 
 Independent agents send nothing (their ledger stays at 0).
 
+The environment serves all edges' requests in global order and stops at one edge's decision at a time; each agent's
+transition runs from its decision to its own next one (or the episode's end), its reward the summed cost its edge
+paid in between and its discount γ^(requests its edge served in between), collected over the steps in which others
+decided.
+
 Rewards are centred: each step's reward is −Σ(cost − c̄) over the requests it spans, with c̄ a running mean cost per
 request (reward centering, Naik et al. 2024). Without it, value estimates that start near 0 make steps spanning few
 requests look cheap, and agents learn to cause misses (evicting popular items) because misses shorten steps.
@@ -107,20 +112,37 @@ def train_agents(env: MultiEdgeCacheEnv, policy: str, cfg: AgentConfig, episodes
     centre: list[float | None] = [None] * len(agents)  # running mean cost per request, per agent (reward centering)
     torch_threads = torch.get_num_threads()
     torch.set_num_threads(1)
+
+    def close(e: int, step: list[Any], next_obs: Any, terminal: bool) -> None:
+        """Store edge e's transition from its decision to its next one (or to the episode's end)."""
+        obs, action, reward, elapsed = step[0], step[1], step[2], max(step[3], 1)
+        rate = -reward / elapsed
+        c = centre[e]
+        centre[e] = c = rate if c is None else c + cfg.centre_rate * (rate - c)
+        discount = 0.0 if terminal else cfg.gamma ** elapsed
+        agents[e].remember(obs, action, reward + c * elapsed, next_obs, discount)
+
     try:
         for episode in range(episodes):
             obs, _ = env.reset(seed=seed if episode == 0 else None)
+            open_steps: list[list[Any] | None] = [None] * len(agents)  # per edge: [obs, action, reward, elapsed]
             while env.agents:
-                actions = {a: agents[int(a[5:])].act(obs[a]) for a in env.agents}
-                next_obs, rewards, terms, _, infos = env.step(actions)
-                for a, action in actions.items():
-                    e, elapsed = int(a[5:]), max(infos[a]["elapsed"], 1)
-                    rate = -rewards[a] / elapsed
-                    c = centre[e]
-                    centre[e] = c = rate if c is None else c + cfg.centre_rate * (rate - c)
-                    discount = 0.0 if terms[a] else cfg.gamma ** elapsed
-                    agents[e].remember(obs[a], action, rewards[a] + c * elapsed, next_obs[a], discount)
-                obs = {a: next_obs[a] for a in env.agents}
+                e = env.decider
+                name = env.possible_agents[e]
+                previous = open_steps[e]
+                if previous is not None:
+                    close(e, previous, obs[name], False)
+                action = agents[e].act(obs[name])
+                open_steps[e] = [obs[name], action, 0.0, 0]
+                obs, rewards, _, _, infos = env.step({name: action})
+                for f, step in enumerate(open_steps):
+                    if step is not None:
+                        step[2] += rewards[env.possible_agents[f]]
+                        step[3] += infos[env.possible_agents[f]]["elapsed"]
+                if not env.agents:
+                    for f, step in enumerate(open_steps):
+                        if step is not None:
+                            close(f, step, obs[env.possible_agents[f]], True)
             metrics: dict[str, Any] = env.episode_metrics()
             if federated and (episode + 1) % cfg.fed_every == 0:
                 weights = ([float(c.metrics()["requests"]) + 1e-9 for c in env.cores] if cfg.fed_weighting == "requests"

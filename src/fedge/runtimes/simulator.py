@@ -96,6 +96,14 @@ def neighbour_ids(ctx: RunContext, adjacency: torch.Tensor) -> list[list[int]]:
     return [sorted(ctx.ids[adjacency[row]].tolist()) for row in rows.tolist()]
 
 
+def _with_report(record: dict[str, Any], report: dict[str, Any]) -> dict[str, Any]:
+    """`record` plus a combiner's report (`Combiner.report_round` / `report`), which may not replace a key."""
+    clash = sorted(record.keys() & report.keys())
+    if clash:
+        raise ValueError(f"a combiner's report would replace {clash}")
+    return {**record, **report}
+
+
 @dataclass
 class Simulation:
     """One algorithm's run, built and stepped round by round (what `simulate` drives; usable on its own)."""
@@ -152,7 +160,8 @@ class Simulation:
         number = self.fed.round + 1
         evaluate = number == self.config.rounds or number % self.config.eval_every == 0
         with intra_op_threads(run_threads(self.setup.model, self.config.train)):
-            return run_round(self.fed, self.ctx, self.trainer, self.timer, evaluate=evaluate, env=self.env)
+            metrics = run_round(self.fed, self.ctx, self.trainer, self.timer, evaluate=evaluate, env=self.env)
+        return _with_report(metrics, self.fed.algorithm.combiner.report_round(self.fed.round))
 
     @property
     def done(self) -> bool:
@@ -254,6 +263,7 @@ def simulate(config: ExperimentConfig, algorithm_name: str, out_dir: str | Path 
         summary["distributed_overhead_bytes"] = shard.total(sim.ctx.transport.overhead_bytes)
     if sim.privacy is not None:
         summary["privacy"] = sim.privacy.summary(sim.ctx, config.privacy)
+    summary = _with_report(summary, sim.fed.algorithm.combiner.report())
     summary = complete(summary, to_dict(config))
     if folder:
         folder.finish(summary)

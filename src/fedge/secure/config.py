@@ -5,7 +5,8 @@
   masked in Z_{2^bits}; the server learns only the sum over the devices that finished the round. `secagg` shares
   secrets with every other participant, `secagg+` with `neighbours` of them (a random k-regular graph); a secret
   needs `threshold` shares to be rebuilt. `dropout` simulates devices leaving mid-protocol (per stage).
-* `ckks` — homomorphic encryption of uploads (`fedge.secure.he.Ckks`; fedavg: `he_averaging.EncryptedAveraging`):
+* `ckks` — homomorphic encryption of uploads (`fedge.secure.he.Ckks`; fedavg: `he_averaging.EncryptedAveraging`;
+  hfl's device → edge uploads: `he_edges.EncryptedUploads`):
   the server adds CKKS ciphertexts with the public context only, devices decrypt. `clip` bounds each coordinate of
   an update. `paillier` is a library (`fedge.secure.he.Paillier`) and refused by `fedge run`: too slow for whole
   models (below).
@@ -32,7 +33,7 @@ NOT_A_WEIGHTED_SUM = {
     "local": "nothing is uploaded",
 }
 SECURE_ALGORITHMS = ("fedavg", "hfl")  # secagg / secagg+ wired (hfl: device → edge); fedmf is not yet
-HE_ALGORITHMS = ("fedavg",)  # ckks wired
+HE_ALGORITHMS = ("fedavg", "hfl")  # ckks wired (hfl: device → edge)
 PAILLIER_IN_RUNS = ("secure.aggregation: paillier is a library only (fedge.secure.he.Paillier), not for fedge run: "
                     "encryption takes ~0.14 s per 2048-bit ciphertext of 43 values, ~70 s per device per round for "
                     "LeNet-5's 21,386 parameters; use ckks")
@@ -76,7 +77,8 @@ class SecureConfig:
 
     def check_against(self, algorithms: list[str], devices: int, adaptive_clipping: bool,
                       user_dp: bool = False) -> None:
-        """One-line ConfigErrors for settings impossible with the rest of the experiment."""
+        """One-line ConfigErrors for settings impossible with the rest of the experiment. `user_dp` is accepted with
+        every scheme: the devices add their share of the noise before masking or encrypting."""
         if self.aggregation == "none":
             return
         for name in algorithms:
@@ -87,12 +89,10 @@ class SecureConfig:
             check(name in wired, f"secure.aggregation: {self.aggregation} is wired for {', '.join(wired)} only, "
                                  f"not {name}")
         check(self.aggregation != "paillier", PAILLIER_IN_RUNS)
-        if self.encrypting:
-            check(not user_dp, "secure.aggregation: ckks is not combined with privacy.mechanism: user yet (the "
-                               "devices' share of the noise is wired for secagg / secagg+ only)")
-            return
         check(not adaptive_clipping, "privacy.adaptive_clipping: not with secure aggregation (the count of clipped "
                                      "updates would need its own distributed noise)")
+        if self.encrypting:
+            return
         neighbourhood = self.neighbourhood(devices)
         check(self.threshold is None or self.threshold <= neighbourhood,
               f"secure.threshold: {self.threshold} is larger than the neighbourhood of a device ({neighbourhood} "

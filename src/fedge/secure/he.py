@@ -105,8 +105,9 @@ class Ckks:
             out.append(acc.serialize())
         return out
 
-    def decrypt_mean(self, aggregate: list[bytes], total_weight: int, dim: int) -> np.ndarray:
-        """A device's view of the aggregate: decrypted with the secret key and divided by W, [dim] float64."""
+    def decrypt_mean(self, aggregate: list[bytes], total_weight: float, dim: int) -> np.ndarray:
+        """A device's view of the aggregate: decrypted with the secret key and divided by W (or, under user-level DP,
+        by DP-FedAvg's fixed q·W_pool), [dim] float64."""
         values = [self.ts.ckks_vector_from(self.context, blob).decrypt() for blob in aggregate]
         return np.concatenate([np.asarray(v, dtype=np.float64) for v in values])[:dim] / total_weight
 

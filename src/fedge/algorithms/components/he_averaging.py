@@ -27,13 +27,22 @@ simulator decrypts each aggregate once — as the round's first receiver does �
 
 Threat model (docs/secure.md): an honest-but-curious server that colludes with no device. CKKS noise makes the
 decrypted sum approximate (relative error ~1e-7, tests/secure/test_he.py); the decoder needs |Σ w_u Δ_u| < 2^19 per
-coordinate, checked each round as W · clip < 2^19. Not combined with user-level DP (refused by the config) and not
-bit-for-bit reproducible: TenSEAL draws keys and encryption noise from system randomness.
+coordinate, checked each round as W · clip < 2^19. Not bit-for-bit reproducible: TenSEAL draws keys and encryption
+noise from system randomness.
+
+With user-level DP (`privacy.mechanism: user`, DP-FedAvg) the noise is added by the devices *before* encryption
+(`he_inputs`): each of the m participants clips its update to C (L2) and encrypts clip(Δ_u) + n_u / w_u with
+n_u ~ N(0, σ²C²w_max²/m) from its own stream, so the homomorphic sum Σ w_u (·) carries exactly the server-side
+mechanism's noise N(0, σ²C²w_max²) (w_max: the largest weight in the population sampled from); the devices divide
+by q·W_pool instead of W. CKKS loses no participant mid-round (no dropouts are simulated), so all m noise shares are
+always in the sum and the accountant records the same (σ, q): ε is unchanged. Adaptive clipping is refused.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import struct
 import time
 from typing import Any
 
@@ -46,18 +55,58 @@ from fedge.algorithms.state import DeviceState
 from fedge.config import ConfigError
 from fedge.experiment import ServerConfig
 from fedge.messaging import Blobs, Inbox, Kind, Role, route
+from fedge.privacy.mechanisms import UserLevel
 from fedge.secure.config import SecureConfig
+from fedge.secure.he import pack_ciphertexts, unpack_ciphertexts  # numpy only: no extra needed
 
 log = logging.getLogger(__name__)
 
 CKKS_SUM_BOUND = 2.0 ** 19  # |Σ w_u Δ_u| per coordinate that the first 60-bit modulus decodes at scale 2^40
 
 
+def he_inputs(ctx: RunContext, rnd: Round, senders: torch.Tensor, updates: torch.Tensor, weighting: str,
+              clip: float, dp: UserLevel | None, population: torch.Tensor) -> tuple[list[int], np.ndarray, float]:
+    """(the senders' integer weights w_u, what each encrypts [P, d] float64, what the decrypted weighted sum is
+    divided by). Without DP: the updates clipped to [−clip, clip] per coordinate, and W = Σ w_u. With user-level DP:
+    clip(Δ_u) (L2 to C, then per coordinate) + n_u / w_u, n_u ~ N(0, σ²C²w_max²/m) from the device's "dp-he-noise"
+    stream, and q·W_pool, DP-FedAvg's fixed denominator (`population`: the devices the aggregator sampled from)."""
+    weights = [int(w) for w in client_weights(weighting, ctx.data_sizes[senders]).round().tolist()]
+    if dp is None:
+        return weights, updates.to(torch.float64).clamp(-clip, clip).numpy(), float(sum(weights))
+    pool = client_weights(weighting, ctx.data_sizes[ctx.by_id(torch.nonzero(population).flatten())]).double()
+    clipped = dp.clip(updates)[0].to(torch.float64).clamp(-clip, clip)
+    if dp.max_norm is not None and dp.update_noise_multiplier > 0:
+        std = dp.update_noise_multiplier * dp.max_norm * float(pool.max()) / math.sqrt(len(senders))
+        noise = torch.stack([torch.normal(0.0, 1.0, size=(updates.shape[1],), dtype=torch.float64,
+                                          generator=ctx.streams.generator("dp-he-noise", int(i), rnd.number))
+                             for i in ctx.ids[senders].tolist()])
+        clipped = clipped + std * noise / torch.tensor(weights, dtype=torch.float64)[:, None]
+    return weights, clipped.numpy(), dp.cfg.sample_rate * float(pool.sum())
+
+
+def check_bound(total: int, clip: float) -> None:
+    """CKKS at scale 2^40 decodes |Σ w_u Δ_u| < 2^19 per coordinate."""
+    if total * clip >= CKKS_SUM_BOUND:
+        raise ConfigError(f"secure.clip: total weight {total} × clip {clip:g} reaches 2^19, beyond what CKKS at "
+                          f"scale 2^40 decodes; lower secure.clip or use server.weighting: uniform")
+
+
+def pack_aggregate(divisor: float, ciphertexts: list[bytes]) -> bytes:
+    """The encrypted aggregate as sent down: the divisor (float64, in the clear) and the summed ciphertexts."""
+    return pack_ciphertexts([struct.pack("<d", divisor), *ciphertexts])
+
+
+def unpack_aggregate(blob: bytes) -> tuple[float, list[bytes]]:
+    """The inverse of `pack_aggregate`."""
+    header, *ciphertexts = unpack_ciphertexts(blob)
+    return struct.unpack("<d", header)[0], ciphertexts
+
+
 class EncryptedAveraging(ServerAveraging):
     """FedAvg with CKKS-encrypted uploads and aggregates; `model` is the devices' (decrypted) global model."""
 
-    def __init__(self, cfg: ServerConfig, secure: SecureConfig) -> None:
-        super().__init__(cfg)
+    def __init__(self, cfg: ServerConfig, secure: SecureConfig, dp: UserLevel | None = None) -> None:
+        super().__init__(cfg, dp)
         try:
             from fedge.secure import he
         except ImportError as err:  # pragma: no cover - the extra is installed in the tests
@@ -108,21 +157,23 @@ class EncryptedAveraging(ServerAveraging):
 
     def combine(self, devices: DeviceState, ctx: RunContext, rnd: Round, inbox: Inbox) -> None:
         senders = ctx.by_id(torch.nonzero(rnd.participants).flatten())
+        if self.dp is not None:  # every online device was subject to the sampling
+            self.dp.observe_population(int(rnd.online.sum()))
+            if ctx.privacy is not None:
+                ctx.privacy.record(torch.nonzero(rnd.online).flatten(), self.dp.update_noise_multiplier,
+                                   self.dp.cfg.sample_rate)
         if len(senders) == 0:
             return
         if self.server_context is None:
             self._send_context(ctx, rnd, senders)
         he, scheme = self.he, self.scheme
         self.held[senders] = -1  # they trained: their rows are no longer the global model
-        weights = [int(w) for w in client_weights(self.cfg.weighting, ctx.data_sizes[senders]).round().tolist()]
-        total = sum(weights)
-        if total * self.clip >= CKKS_SUM_BOUND:
-            raise ConfigError(f"secure.clip: total weight {total} × clip {self.clip:g} reaches 2^19, beyond what "
-                              f"CKKS at scale 2^40 decodes; lower secure.clip or use server.weighting: uniform")
-        updates = (rows_of(devices.bank, senders) - self.model[None, :]).to(torch.float64)
-        updates = updates.clamp(-self.clip, self.clip).numpy()
+        updates = rows_of(devices.bank, senders) - self.model[None, :]
+        weights, inputs, divisor = he_inputs(ctx, rnd, senders, updates, self.cfg.weighting, self.clip, self.dp,
+                                             rnd.online)
+        check_bound(sum(weights), self.clip)
         clock = time.perf_counter()
-        uploads = [he.pack_ciphertexts(scheme.encrypt(update)) for update in updates]
+        uploads = [he.pack_ciphertexts(scheme.encrypt(values)) for values in inputs]
         encrypt_s = time.perf_counter() - clock
         up = ctx.transport.gather(route(Kind.MASKED, rnd.number, Role.DEVICE, Role.SERVER, senders, 0),
                                   Blobs(tuple(uploads)))
@@ -130,9 +181,8 @@ class EncryptedAveraging(ServerAveraging):
         weight_of = dict(zip(senders.tolist(), weights))
         received = [he.unpack_ciphertexts(b) for b in up.body.blobs]
         clock = time.perf_counter()  # the server: public context only
-        aggregate = he.pack_ciphertexts([total.to_bytes(8, "little"),
-                                         *scheme.weighted_sum(received, [weight_of[int(r)] for r in up.route.senders],
-                                                              self.server_context)])
+        aggregate = pack_aggregate(divisor, scheme.weighted_sum(received, [weight_of[int(r)] for r in up.route.senders],
+                                                                self.server_context))
         aggregate_s = time.perf_counter() - clock
         version = self.version + 1
         self.pending[version] = aggregate
@@ -140,8 +190,8 @@ class EncryptedAveraging(ServerAveraging):
                                        Blobs((aggregate,) * len(senders)))
         assert isinstance(down.body, Blobs)
         clock = time.perf_counter()  # one device decrypts (every receiver gets the same plaintext)
-        packed = he.unpack_ciphertexts(down.body.blobs[0])
-        step = scheme.decrypt_mean(packed[1:], int.from_bytes(packed[0], "little"), ctx.dim)
+        divisor, summed = unpack_aggregate(down.body.blobs[0])
+        step = scheme.decrypt_mean(summed, divisor, ctx.dim)
         decrypt_s = time.perf_counter() - clock
         self.model = self.model + torch.from_numpy(step).to(self.model.dtype)
         self.version = version
@@ -171,13 +221,46 @@ class EncryptedAveraging(ServerAveraging):
         self.synced = state.get("synced", self.synced)
         self.costs = [dict(c) for c in state.get("costs", [])]
 
+    def report_round(self, round_number: int) -> dict[str, Any]:
+        return round_report(self.costs, round_number)
+
+    def report(self) -> dict[str, Any]:
+        return run_report(self.costs)
+
+
+COST_KEYS = ("encrypt_s", "aggregate_s", "decrypt_s", "upload_bytes", "aggregate_bytes")
+
+
+def costs_of_round(costs: list[dict[str, float]], round_number: int) -> dict[str, float]:
+    """The round's costs summed over its aggregations (hfl: one per edge server; fedavg: one), {} if none."""
+    mine = [c for c in costs if c["round"] == round_number]
+    if not mine:
+        return {}
+    return {"aggregations": len(mine), **{k: float(sum(c[k] for c in mine)) for k in COST_KEYS}}
+
 
 def round_costs(costs: list[dict[str, float]]) -> dict[str, float]:
-    """Mean per-round seconds (encrypt: all devices; aggregate: the server; decrypt: one device) and bytes."""
-    if not costs:
+    """Mean per-round seconds (encrypt: all devices; aggregate: the aggregators; decrypt: one device per aggregate)
+    and bytes, over the rounds that aggregated."""
+    rounds = [costs_of_round(costs, r) for r in sorted({int(c["round"]) for c in costs})]
+    if not rounds:
         return {}
-    keys = [k for k in costs[0] if k != "round"]
-    return {k: float(np.mean([c[k] for c in costs])) for k in keys}
+    return {k: float(np.mean([r[k] for r in rounds])) for k in rounds[0]}
 
 
-__all__ = ["EncryptedAveraging", "round_costs"]
+def round_report(costs: list[dict[str, float]], round_number: int) -> dict[str, Any]:
+    """A round's metrics record entry (`Combiner.report_round`): {"he": its summed costs}, or nothing."""
+    mine = costs_of_round(costs, round_number)
+    return {"he": mine} if mine else {}
+
+
+def run_report(costs: list[dict[str, float]]) -> dict[str, Any]:
+    """summary.json's entry (`Combiner.report`): the per-round costs and their means (this process's rounds and
+    those restored from a checkpoint)."""
+    rounds = sorted({int(c["round"]) for c in costs})
+    return {"he": {"scheme": "ckks", "per_round_mean": round_costs(costs),
+                   "per_round": [{"round": r, **costs_of_round(costs, r)} for r in rounds]}}
+
+
+__all__ = ["COST_KEYS", "EncryptedAveraging", "check_bound", "costs_of_round", "he_inputs", "pack_aggregate",
+           "unpack_aggregate", "round_costs", "round_report", "run_report"]

@@ -22,6 +22,8 @@ Secure aggregation (`secure.aggregation: secagg | secagg+`, docs/secure.md): eac
 devices attached to it directly) runs one SecAgg(+) round with the devices attached to it (`SecureUploads`,
 secure_averaging.py; Bonawitz et al. CCS 2017, Bell et al. CCS 2020), so it learns only its cluster's weighted sum;
 an aborted round leaves that edge's model as it was. The cloud level stays plain: edge models are sums already.
+With `secure.aggregation: ckks` the uploads are CKKS-encrypted instead (`EncryptedUploads`, he_edges.py): each
+aggregator adds ciphertexts and one of its devices decrypts the cluster's mean for it.
 
 Leader failure (`Round.leaders_up`, set by the fault model): devices of a failed leader attach for that round to the
 nearest live leader (`hierarchy.reattach: nearest`), or, with none alive or `reattach: cloud`, to the cloud directly,
@@ -36,6 +38,7 @@ import torch
 
 from fedge.algorithms.base import Combiner
 from fedge.algorithms.components.combining import aggregate_updates, upload_body
+from fedge.algorithms.components.he_edges import EncryptedUploads
 from fedge.algorithms.components.secure_averaging import SecureUploads
 from fedge.algorithms.context import Round, RunContext
 from fedge.algorithms.state import DeviceState
@@ -63,9 +66,9 @@ def similarity_clusters(updates: torch.Tensor, masks: torch.Tensor, clusters: in
 
 class EdgeCloudAveraging(Combiner):
     def __init__(self, cfg: HierarchyConfig, server: ServerConfig, dp: UserLevel | None = None,
-                 secure: SecureUploads | None = None) -> None:
+                 secure: SecureUploads | EncryptedUploads | None = None) -> None:
         self.cfg, self.weighting, self.dp = cfg, server.weighting, dp
-        self.secure = secure  # masked device → edge uploads (secure.aggregation: secagg, secagg+)
+        self.secure = secure  # masked (secagg, secagg+) or encrypted (ckks) device → edge uploads
         k = cfg.clusters
         self.cluster: torch.Tensor | None = None  # [N] home cluster of each row, fixed at the first aggregation
         self.models = torch.zeros(k + 1, 0)  # [K+1, d]: edge servers' models; row K: the cloud's
@@ -189,8 +192,8 @@ class EdgeCloudAveraging(Combiner):
 
     def _secure_edges(self, devices: DeviceState, ctx: RunContext, rnd: Round, senders: torch.Tensor,
                       masses: torch.Tensor) -> None:
-        """Edge aggregation under SecAgg(+): one secure round per aggregator (edge g, or the cloud for g = K) over
-        the senders attached to it; sets masses[g] to the weight mass it summed (0 when its round aborted)."""
+        """Edge aggregation under SecAgg(+) or CKKS: one secure round per aggregator (edge g, or the cloud for
+        g = K) over the senders attached to it; sets masses[g] to the weight mass it summed (0 when it aborted)."""
         k = self.cfg.clusters
         assert self.secure is not None
         for g in torch.unique(self.group[senders]).tolist():
@@ -233,6 +236,12 @@ class EdgeCloudAveraging(Combiner):
 
     def served(self, devices: DeviceState, ctx: RunContext, rnd: Round) -> torch.Tensor:
         return self.models[self.group]
+
+    def report_round(self, round_number: int) -> dict[str, Any]:
+        return self.secure.report_round(round_number) if isinstance(self.secure, EncryptedUploads) else {}
+
+    def report(self) -> dict[str, Any]:
+        return self.secure.report() if isinstance(self.secure, EncryptedUploads) else {}
 
     def state_dict(self) -> dict[str, Any]:
         return {"cluster": self.cluster, "models": self.models, "version": self.version, "latest": self.latest,
