@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,24 @@ from fedge.data.idx import write_idx
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+
+def write_ratings_csv(folder: Path, users: int, items: int, per_user: tuple[int, int], seed: int = 0) -> Path:
+    """`folder`/ratings.csv in ml-latest-small's format: each of `users` users rates a random number in `per_user`
+    of `items` movies (ids from 100), ratings 1-5, increasing timestamps. Returns `folder`."""
+    rng = random.Random(seed)
+    rows = ["userId,movieId,rating,timestamp"]
+    for user in range(users):
+        for t, item in enumerate(rng.sample(range(items), rng.randint(*per_user))):
+            rows.append(f"{user + 1},{item + 100},{rng.randint(1, 5)},{1000 * user + t}")
+    (folder / "ratings.csv").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def ratings_csv() -> Callable[..., Path]:
+    """`write_ratings_csv`, for tests in any folder."""
+    return write_ratings_csv
 
 
 @pytest.fixture

@@ -155,16 +155,9 @@ def _attempts(out: Path) -> list[Path]:
 
 
 @pytest.fixture(scope="module")
-def ratings_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def ratings_dir(tmp_path_factory: pytest.TempPathFactory, ratings_csv: Callable[..., Path]) -> Path:
     """An ml-latest-small ratings.csv: 60 users, 12-20 of 80 movies each, ratings 1-5."""
-    rng = random.Random(0)
-    rows = ["userId,movieId,rating,timestamp"]
-    for user in range(60):
-        for t, item in enumerate(rng.sample(range(80), rng.randint(12, 20))):
-            rows.append(f"{user + 1},{item + 100},{rng.randint(1, 5)},{1000 * user + t}")
-    folder = tmp_path_factory.mktemp("ml")
-    (folder / "ratings.csv").write_text("\n".join(rows) + "\n")
-    return folder
+    return ratings_csv(tmp_path_factory.mktemp("ml"), users=60, items=80, per_user=(12, 20))
 
 
 def _argv(command: str, out: Path, data: Path) -> list[str]:

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -26,16 +26,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def ratings(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def ratings(tmp_path_factory: pytest.TempPathFactory, ratings_csv: Callable[..., Path]) -> Path:
     """An ml-latest-small ratings.csv: 50 users, 10-25 of 120 movies each."""
-    rng = random.Random(3)
-    rows = ["userId,movieId,rating,timestamp"]
-    for user in range(50):
-        for t, item in enumerate(rng.sample(range(120), rng.randint(10, 25))):
-            rows.append(f"{user + 1},{item + 10},{rng.randint(1, 5)},{1000 * user + t}")
-    folder = tmp_path_factory.mktemp("ml")
-    (folder / "ratings.csv").write_text("\n".join(rows) + "\n")
-    return folder
+    return ratings_csv(tmp_path_factory.mktemp("ml"), users=50, items=120, per_user=(10, 25), seed=3)
 
 
 def _flags(ratings: Path, out: Path, algorithm: str = "fedmf") -> list[str]:

@@ -135,15 +135,12 @@ def _run_distributed(args: argparse.Namespace) -> int:
                           "several processes")
     rank, _ = distributed.join()
     try:
-        try:
+        with distributed.first_says_it(rank):
             distributed.check_same_config(to_dict(cfg))
-        except ConfigError:
-            if rank != 0:  # every process found the same problem: the first one says it
-                raise SystemExit(2) from None
-            raise
         lead = rank == 0
-        result = run(dataclasses.replace(cfg, progress=cfg.progress and lead), write=lead,
-                     sharding=distributed.placement_shard)
+        with distributed.first_says_it(rank):  # e.g. more processes than users
+            result = run(dataclasses.replace(cfg, progress=cfg.progress and lead), write=lead,
+                         sharding=distributed.placement_shard)
         if lead:
             report(cfg, result.summary)
     finally:

@@ -204,13 +204,9 @@ def _run_distributed(args: argparse.Namespace, config: ExperimentConfig, checkpo
                           "several processes")
     rank, world = distributed.join()
     try:
-        try:
+        with distributed.first_says_it(rank):
             distributed.check_same_config(to_dict(config))
             placement = distributed.placement(config.data.devices)
-        except ConfigError:
-            if rank != 0:  # every process found the same problem: the first one says it
-                raise SystemExit(2) from None
-            raise
         lead = rank == 0
         out = Path(config.out)
         if lead and checkpoint_every and not resume and out.exists() and any(out.iterdir()):

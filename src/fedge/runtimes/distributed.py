@@ -13,10 +13,12 @@ others stay quiet.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -64,6 +66,18 @@ def _attempt_store(timeout_s: float) -> dict[str, object]:
 def leave() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def first_says_it(rank: int) -> Iterator[None]:
+    """Around checks that every process makes alike (same config, placement): a ConfigError is printed by rank 0
+    only; the other ranks end with exit code 2 and say nothing, so the user reads the problem once."""
+    try:
+        yield
+    except ConfigError:
+        if rank != 0:
+            raise SystemExit(2) from None
+        raise
 
 
 def check_same_config(resolved: dict[str, object]) -> None:
@@ -141,4 +155,4 @@ class Shard:
         return merged
 
 
-__all__ = ["Shard", "check_same_config", "join", "launched", "leave", "placement", "placement_shard"]
+__all__ = ["Shard", "check_same_config", "first_says_it", "join", "launched", "leave", "placement", "placement_shard"]
