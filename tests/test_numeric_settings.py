@@ -133,7 +133,8 @@ def _tripwire(*_args: Any, **_kwargs: Any) -> Any:
 # command -> (root config, extra arguments); `fedge reproduce --set` sets the base experiment config
 COMMANDS = {"run": ExperimentConfig, "recsys": RecsysConfig, "cache": CacheConfig, "reproduce": ExperimentConfig}
 # fedge reproduce's own grid settings come from flags, not --set
-GRID_FLAGS = {"seeds": "--seeds", "rounds": "--rounds", "deltas[0]": "--deltas", "device_counts[0]": "--device-counts"}
+GRID_FLAGS = {"seeds": "--seeds", "rounds": "--rounds", "deltas[0]": "--deltas", "device_counts[0]": "--device-counts",
+              "densities[0]": "--densities", "train_per_device[0]": "--train-per-device"}
 
 
 def _cases() -> Iterator[Any]:

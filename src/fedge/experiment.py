@@ -41,6 +41,8 @@ class DataConfig:
     # of each device's training data, used by adaptive pruning's accuracy check
     val_fraction: Annotated[float, Range(0, 0.5, high_open=True)] = 0.1
     test_per_device: PositiveInt | None = None  # None: the global test size / devices (at least 20)
+    # at most this many training samples per device (a random subset, after the validation split); None: all
+    train_per_device: PositiveInt | None = None
     synthetic_alpha: NonNegativeFloat = 1.0
     synthetic_beta: NonNegativeFloat = 1.0
     image_size: Annotated[int, Range(8)] = 64  # ImageNet only: images are resized to this many pixels

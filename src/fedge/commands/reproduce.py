@@ -1,6 +1,7 @@
 """Rerun the DPMN paper's section IV experiments (algorithm comparison, δ study, number of devices) as one
 resumable grid over worker processes, and write report.md, results.csv and figures saying whether each of the
-paper's claims held. Rerunning with the same --out reuses every finished cell."""
+paper's claims held. `--studies` adds issue 17's studies (byte-saving decomposition, density, data-scarcity and
+label-skew sweeps against local training). Rerunning with the same --out reuses every finished cell."""
 
 from __future__ import annotations
 
@@ -52,6 +53,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--algorithms", type=_names, help="main comparison algorithms, comma-separated "
                         "(default dpmn,dfl,dpmp,dpcg,dpmn-r,local,fedavg)")
     parser.add_argument("--device-algorithms", type=_names, help="algorithms of the device-count study")
+    parser.add_argument("--studies", type=_names,
+                        help="studies, comma-separated: main, delta, devices (together: paper, the default), "
+                             "decompose, density, scarcity, skew (together: extra), or all; main always runs")
+    parser.add_argument("--densities", type=_floats,
+                        help="density study: pruning.target_density grid (default 0.25,0.5,0.75,1; --quick 0.25,0.5,1)")
+    parser.add_argument("--train-per-device", type=_ints,
+                        help="scarcity study: training samples per device, besides all (default 8,16,32)")
+    parser.add_argument("--partitions", type=_names,
+                        help="skew study: partitions besides the main one (default shards:5,shards:10,dirichlet:0.1,"
+                             "dirichlet:0.5,dirichlet:1; --quick shards:5,dirichlet:0.1,dirichlet:1)")
+    parser.add_argument("--sweep-algorithms", type=_names,
+                        help="algorithms of the scarcity and skew studies; local is always added "
+                             "(default dpmn,dpcg; --quick dpmn)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a key of the base experiment config, e.g. --set train.epochs=1 (repeatable)")
     parser.add_argument("--no-verify-checksums", action="store_true",
@@ -66,7 +80,8 @@ def _spec(args: argparse.Namespace) -> Any:
     from fedge.reproduce.grid import GridSpec
 
     raw: dict[str, Any] = {"dataset": args.dataset, "quick": args.quick, "overrides": list(args.overrides)}
-    for name in ("data_dir", "seeds", "rounds", "deltas", "device_counts", "algorithms", "device_algorithms"):
+    for name in ("data_dir", "seeds", "rounds", "deltas", "device_counts", "algorithms", "device_algorithms",
+                 "studies", "densities", "train_per_device", "partitions", "sweep_algorithms"):
         value = getattr(args, name)
         if value is not None:
             raw[name] = value
@@ -81,7 +96,8 @@ def _command_line(args: argparse.Namespace) -> str:
         value = getattr(args, flag)
         if value is not None:
             parts += [f"--{flag.replace('_', '-')}", str(value)]
-    for flag in ("deltas", "device_counts", "algorithms", "device_algorithms"):
+    for flag in ("deltas", "device_counts", "algorithms", "device_algorithms", "studies", "densities",
+                 "train_per_device", "partitions", "sweep_algorithms"):
         value = getattr(args, flag)
         if value is not None:
             parts += [f"--{flag.replace('_', '-')}", ",".join(f"{v:g}" if isinstance(v, float) else str(v)
@@ -143,7 +159,8 @@ def main(args: argparse.Namespace) -> int:
                    model=base.train.model, devices=base.data.devices, partition=base.data.partition,
                    rounds=base.rounds, seeds=spec.num_seeds, deltas=list(spec.deltas),
                    device_counts=list(spec.device_counts), cells=stats.total, cached=stats.cached,
-                   wall_seconds=time.perf_counter() - started)
+                   wall_seconds=time.perf_counter() - started, target_density=base.pruning.target_density,
+                   studies=spec.studies_run)
     report = write_report(out, info, records, verdicts, rules, target)
     print_table(f"{spec.dataset}: {base.data.devices} devices, {base.rounds} rounds, mean ± sd over "
                 f"{spec.num_seeds} seed(s); target {100 * target:.0f}%", TABLE_COLUMNS, main_table(records, target))

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from fedge.config import ConfigError
+from fedge.core.streams import generator as stream_generator
 from fedge.data.base import ArrayDataset
 from fedge.data.partition import PartitionSpec, partition, personalized_test_indices
 from fedge.data.registry import DATASETS
@@ -55,14 +56,27 @@ def split_validation(x: torch.Tensor, y: torch.Tensor, fraction: float,
     return x[train], y[train], x[val], y[val]
 
 
+def cap_training(xt: torch.Tensor, yt: torch.Tensor, limit: int | None, seed: int,
+                 device: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`data.train_per_device`: a random subset of at most `limit` training samples (order kept), drawn from the
+    device's own stream, so the partition, validation and test sets, and the other devices, stay as without it."""
+    if limit is None or len(yt) <= limit:
+        return xt, yt
+    keep = torch.randperm(len(yt), generator=stream_generator(seed, "train_per_device", device))[:limit]
+    keep = keep.sort().values
+    return xt[keep], yt[keep]
+
+
 def from_arrays(dataset: ArrayDataset, cfg: DataConfig, generator: torch.Generator) -> FederatedData:
     spec = PartitionSpec.parse(cfg.partition)
+    seed = generator.initial_seed() & (2**63 - 1)
     parts = partition(dataset.y_train, cfg.devices, spec, generator)
     tests = personalized_test_indices(dataset.y_train, parts, dataset.y_test, generator, cfg.test_per_device)
     devices = []
-    for train_idx, test_idx in zip(parts, tests):
+    for number, (train_idx, test_idx) in enumerate(zip(parts, tests)):
         xt, yt, xv, yv = split_validation(dataset.x_train[train_idx], dataset.y_train[train_idx],
                                            cfg.val_fraction, generator)
+        xt, yt = cap_training(xt, yt, cfg.train_per_device, seed, number)
         devices.append(DeviceData(xt, yt, xv, yv, dataset.x_test[test_idx], dataset.y_test[test_idx]))
     return FederatedData(dataset.name, devices, dataset.num_classes, dataset.input_shape)
 
@@ -73,10 +87,12 @@ def synthetic_federation(cfg: DataConfig, generator: torch.Generator) -> Federat
 
     dataset, train_parts, test_parts = generate_synthetic(cfg.devices, cfg.synthetic_alpha, cfg.synthetic_beta,
                                                           generator)
+    seed = generator.initial_seed() & (2**63 - 1)
     devices = []
-    for train_idx, test_idx in zip(train_parts, test_parts, strict=True):
+    for number, (train_idx, test_idx) in enumerate(zip(train_parts, test_parts, strict=True)):
         xt, yt, xv, yv = split_validation(dataset.x_train[train_idx], dataset.y_train[train_idx],
                                            cfg.val_fraction, generator)
+        xt, yt = cap_training(xt, yt, cfg.train_per_device, seed, number)
         devices.append(DeviceData(xt, yt, xv, yv, dataset.x_test[test_idx], dataset.y_test[test_idx]))
     return FederatedData("synthetic", devices, dataset.num_classes, dataset.input_shape)
 

@@ -48,7 +48,7 @@ class CellCache:
         return self.load(cell) is not None
 
     def store(self, cell: Cell, summary: dict[str, Any], history: list[dict[str, Any]], seconds: float,
-              cpu_seconds: float = 0.0) -> None:
+              cpu_seconds: float = 0.0, data_stats: dict[str, float] | None = None) -> None:
         public = {k: v for k, v in summary.items() if not k.startswith("_") and k not in ("config", "seconds",
                                                                                         "phase_seconds")}
         atomic_write_json(self.path(cell.key), {
@@ -62,6 +62,7 @@ class CellCache:
             "history": history,
             "seconds": seconds,  # wall clock, for information only (never in results.csv)
             "cpu_seconds": cpu_seconds,  # CPU time of the worker process: what the cell costs on an idle core
+            "data_stats": data_stats or {},  # training samples and classes per device (mean), for the sweeps
         })
 
 
@@ -108,8 +109,16 @@ def run_cell(cell: Cell, cache_folder: str, tick: Callable[[], None] | None = No
     result = simulate(config, cell.algorithm, None, setup=setup, on_round=on_round)
     seconds = time.perf_counter() - started
     history = [_plain(m) for m in result.history]
-    cache.store(cell, result.summary, history, seconds, time.process_time() - cpu_started)
+    cache.store(cell, result.summary, history, seconds, time.process_time() - cpu_started, data_stats(setup.data))
     return seconds
+
+
+def data_stats(data: Any) -> dict[str, float]:
+    """Mean training samples and mean distinct training labels per device of a `FederatedData`."""
+    sizes = [len(d.y_train) for d in data.devices]
+    classes = [len(labels) for labels in data.label_sets()]
+    return {"train_samples_mean": sum(sizes) / len(sizes), "train_samples_min": float(min(sizes)),
+            "classes_mean": sum(classes) / len(classes)}
 
 
 def _plain(metrics: dict[str, Any]) -> dict[str, Any]:

@@ -6,6 +6,9 @@ cells where they overlap:
 * `main`: every algorithm at the preset's device count and δ = 0.2 (accuracy/traffic curves and the table);
 * `delta`: DPMN at each δ of the δ grid (the paper's Fig. 4);
 * `devices`: the decentralized algorithms at each device count (the paper's Fig. 5).
+
+`--studies` adds issue 17's studies (byte-saving decomposition, density, data-scarcity and label-skew sweeps), whose
+settings `studies` lists; they share cells with the main study where they meet it.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from fedge.config import (
     ConfigError,
     PositiveInt,
     Range,
+    Share,
     Similarity,
     apply_overrides,
     build,
@@ -29,8 +33,10 @@ from fedge.config import (
     merge_mappings,
     to_dict,
 )
+from fedge.data.partition import PartitionSpec
 from fedge.experiment import ExperimentConfig
 from fedge.output import dumps
+from fedge.reproduce import studies as extra
 
 MAIN_ALGORITHMS = ["dpmn", "dfl", "dpmp", "dpcg", "dpmn-r", "local", "fedavg"]
 DEVICE_ALGORITHMS = ["dpmn", "dfl", "dpmp", "dpcg", "dpmn-r"]
@@ -76,6 +82,11 @@ class GridSpec:
     algorithms: list[str] = field(default_factory=lambda: list(MAIN_ALGORITHMS))
     device_algorithms: list[str] | None = None
     overrides: list[str] = field(default_factory=list)  # --set KEY=VALUE on the base experiment config
+    studies: list[str] = field(default_factory=lambda: ["paper"])  # names or groups of `studies`
+    densities: list[Share] | None = None  # density study: pruning.target_density grid
+    train_per_device: list[PositiveInt] = field(default_factory=lambda: list(extra.TRAIN_PER_DEVICE))
+    partitions: list[str] | None = None  # label-skew study, besides the main setting's partition
+    sweep_algorithms: list[str] | None = None  # scarcity and skew studies (local is always added)
 
     def validate(self) -> None:
         check(self.dataset in PRESETS, f"dataset: unknown dataset {self.dataset!r} (choose from "
@@ -83,6 +94,39 @@ class GridSpec:
         check(len(self.deltas) >= 1, "deltas: give at least one δ")
         check(len(self.device_counts) >= 1, "device_counts: give at least one device count")
         check(len(self.algorithms) >= 1, "algorithms: name at least one algorithm")
+        for name in self.studies:
+            check(extra.known_study(name), f"studies: unknown study {name!r} (choose from "
+                  f"{', '.join([*extra.STUDY_GROUPS, *extra.PAPER_STUDIES, *extra.EXTRA_STUDIES])})")
+        check(len(self.studies) >= 1, "studies: name at least one study")
+        check(self.densities is None or len(self.densities) >= 1, "densities: give at least one density")
+        check(len(self.train_per_device) >= 1, "train_per_device: give at least one sample count")
+        check(self.partitions is None or len(self.partitions) >= 1, "partitions: give at least one partition")
+        check(self.sweep_algorithms is None or len(self.sweep_algorithms) >= 1,
+              "sweep_algorithms: name at least one algorithm")
+        for text in self.partitions or []:
+            try:
+                PartitionSpec.parse(text)
+            except ConfigError as err:
+                raise ConfigError(f"partitions: {str(err).removeprefix('partition: ')}") from None
+
+    @property
+    def studies_run(self) -> list[str]:
+        return extra.expand_studies(self.studies)
+
+    @property
+    def density_grid(self) -> list[float]:
+        return list(self.densities) if self.densities is not None else list(
+            extra.QUICK_DENSITIES if self.quick else extra.DENSITIES)
+
+    @property
+    def partition_grid(self) -> list[str]:
+        return list(self.partitions) if self.partitions is not None else list(
+            extra.QUICK_PARTITIONS if self.quick else extra.PARTITIONS)
+
+    @property
+    def sweep_algorithm_list(self) -> list[str]:
+        chosen = self.sweep_algorithms or (extra.QUICK_SWEEP_ALGORITHMS if self.quick else extra.SWEEP_ALGORITHMS)
+        return [*dict.fromkeys([*chosen, "local"])]
 
     @property
     def num_seeds(self) -> int:
@@ -131,6 +175,19 @@ class Cell:
     def delta(self) -> float:
         return float(self.config["neighbours"]["delta"])
 
+    @property
+    def partition(self) -> str:
+        return str(self.config["data"]["partition"])
+
+    @property
+    def target_density(self) -> float:
+        return float(self.config["pruning"]["target_density"])
+
+    @property
+    def train_per_device(self) -> int:
+        """The cap on training samples per device; 0 for none (all of the partition's samples)."""
+        return int(self.config["data"].get("train_per_device") or 0)
+
 
 def resolved(config: ExperimentConfig, algorithm: str) -> dict[str, Any]:
     """The config of one cell as plain data: only its own algorithm, and no output folder (it does not change
@@ -167,14 +224,21 @@ def cell_key(config: dict[str, Any], algorithm: str, engine: str | None = None) 
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 
-def _variant(base: ExperimentConfig, seed: int, devices: int | None = None,
-             delta: float | None = None) -> ExperimentConfig:
+def _variant(base: ExperimentConfig, seed: int, devices: int | None = None, delta: float | None = None,
+             target_density: float | None = None, train_per_device: int | None = None,
+             partition: str | None = None) -> ExperimentConfig:
     clone = copy.deepcopy(base)
     clone.seed = seed
     if devices is not None:
         clone.data.devices = devices
     if delta is not None:
         clone.neighbours.delta = delta
+    if target_density is not None:
+        clone.pruning.target_density = target_density
+    if train_per_device is not None:
+        clone.data.train_per_device = train_per_device
+    if partition is not None:
+        clone.data.partition = partition
     clone.validate()
     clone.data.validate()
     clone.neighbours.validate()
@@ -186,7 +250,9 @@ def build_cells(spec: GridSpec) -> tuple[ExperimentConfig, list[Cell]]:
     base = spec.base_config()
     from fedge.algorithms import ALGORITHMS
 
-    for name in [*spec.algorithms, *spec.scaling_algorithms]:
+    wanted = spec.studies_run
+    sweep = spec.sweep_algorithm_list if {"scarcity", "skew"} & set(wanted) else []
+    for name in [*spec.algorithms, *spec.scaling_algorithms, *sweep]:
         if name not in ALGORITHMS:
             raise ConfigError(f"algorithms: unknown algorithm {name!r} (choose from {', '.join(ALGORITHMS)})")
     cells: dict[str, Cell] = {}
@@ -202,11 +268,15 @@ def build_cells(spec: GridSpec) -> tuple[ExperimentConfig, list[Cell]]:
     for seed in range(spec.num_seeds):
         for algorithm in spec.algorithms:
             add(_variant(base, seed), algorithm, "main")
-        if "dpmn" in spec.algorithms:
+        if "dpmn" in spec.algorithms and "delta" in wanted:
             for delta in spec.deltas:
                 add(_variant(base, seed, delta=delta), "dpmn", "delta")
-        for devices in spec.device_counts:
-            for algorithm in spec.scaling_algorithms:
-                add(_variant(base, seed, devices=devices), algorithm, "devices")
-    ordered = sorted(cells.values(), key=lambda c: (c.devices, c.seed, c.delta, c.algorithm))
+        if "devices" in wanted:
+            for devices in spec.device_counts:
+                for algorithm in spec.scaling_algorithms:
+                    add(_variant(base, seed, devices=devices), algorithm, "devices")
+        for study, algorithm, changes in extra.extra_settings(spec, base.data.partition):
+            add(_variant(base, seed, **changes), algorithm, study)
+    ordered = sorted(cells.values(), key=lambda c: (c.devices, c.seed, c.delta, c.partition, c.target_density,
+                                                    c.train_per_device, c.algorithm))
     return base, ordered

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from fedge.output import atomic_write_bytes
 from fedge.reproduce.plots import FIGURES
+from fedge.reproduce.report_studies import render_studies
 from fedge.reproduce.results import Record, algorithms_in, mean_sd, paired, select
 from fedge.reproduce.verdicts import Rules, Verdict
 
@@ -31,6 +32,8 @@ class RunInfo:
     cells: int
     cached: int
     wall_seconds: float
+    target_density: float = 0.5  # the main setting's pruning.target_density
+    studies: list[str] | None = None  # the studies run (None: the paper's three)
 
 
 def _pm(values: list[float], scale: float = 1.0, digits: int = 1) -> str:
@@ -79,7 +82,10 @@ def _device_rows(records: list[Record]) -> tuple[list[str], list[list[str]]]:
     return ["algorithm"] + [f"N = {n}" for n in counts], rows
 
 
-def render(info: RunInfo, records: list[Record], verdicts: list[Verdict], rules: Rules, target: float) -> str:
+def render(info: RunInfo, records: list[Record], verdicts: list[Verdict], rules: Rules, target: float,
+           folder: Path | None = None) -> str:
+    """report.md's text; issue 17's study figures are drawn into `folder` (none when it is None)."""
+    studies = info.studies or ["main", "delta", "devices"]
     subtitle = (f"{info.dataset}, {info.model}, {info.partition}, {info.rounds} rounds, {info.seeds} seed(s); "
                 f"mean ± standard deviation across seeds")
     out = [f"# Reproducing DPMN's claims (paper §IV) on {info.dataset}", "",
@@ -89,9 +95,13 @@ def render(info: RunInfo, records: list[Record], verdicts: list[Verdict], rules:
            f"took {info.wall_seconds:.0f} s wall time. All cells together used "
            f"{sum(r.cpu_seconds for r in records):.0f} CPU-seconds (one thread per cell).  ",
            f"Main setting: {info.devices} devices, {info.partition} partition, model {info.model}, "
-           f"{info.rounds} rounds, δ = {rules.delta:g}, seeds 0…{info.seeds - 1}. δ study: DPMN at δ ∈ "
-           f"{{{', '.join(f'{d:g}' for d in info.deltas)}}}. Device study: N ∈ "
-           f"{{{', '.join(str(n) for n in info.device_counts)}}}.", "", "## Verdicts", ""]
+           f"{info.rounds} rounds, δ = {rules.delta:g}, target density {info.target_density:g}, seeds "
+           f"0…{info.seeds - 1}." + (f" δ study: DPMN at δ ∈ {{{', '.join(f'{d:g}' for d in info.deltas)}}}."
+                                     if "delta" in studies else "")
+           + (f" Device study: N ∈ {{{', '.join(str(n) for n in info.device_counts)}}}." if "devices" in studies
+              else ""), "",
+           f"Studies: {', '.join(studies)}. Every setting is the preset's default or the command's; nothing was "
+           f"tuned, on test or validation data.", "", "## Verdicts", ""]
     for v in verdicts:
         out += [f"**{v.title}: {v.status.upper()}.** {v.text}", "", f"*Rule:* {v.rule}", ""]
     out += [f"## Main comparison ({info.devices} devices, {info.rounds} rounds)", "",
@@ -110,6 +120,8 @@ def render(info: RunInfo, records: list[Record], verdicts: list[Verdict], rules:
     if rows:
         out += ["## Number of devices (the paper's Fig. 5; final accuracy %)", "", _markdown_table(columns, rows), "",
                 f"![accuracy against number of devices]({FIGURES['devices']})", ""]
+    out += render_studies(records, info.target_density, folder,
+                          f"{info.dataset}, {info.devices} devices, {info.rounds} rounds")
     out += ["Per-cell numbers: `results.csv` (one row per cell and seed).", ""]
     return "\n".join(out)
 
@@ -117,5 +129,5 @@ def render(info: RunInfo, records: list[Record], verdicts: list[Verdict], rules:
 def write_report(folder: Path, info: RunInfo, records: list[Record], verdicts: list[Verdict], rules: Rules,
                  target: float) -> Path:
     path = folder / "report.md"
-    atomic_write_bytes(path, render(info, records, verdicts, rules, target).encode())
+    atomic_write_bytes(path, render(info, records, verdicts, rules, target, folder).encode())
     return path

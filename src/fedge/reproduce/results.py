@@ -43,6 +43,12 @@ class Record:
     seconds: float = 0.0
     cpu_seconds: float = 0.0
     key: str = ""
+    target_density: float = 0.5  # pruning.target_density of the cell's config
+    train_per_device: int = 0  # data.train_per_device; 0: no cap
+    train_samples: float = math.nan  # mean training samples per device, as loaded
+    classes: float = math.nan  # mean distinct training labels per device
+    neighbours_rounds: float = math.nan  # neighbours per device, averaged over the rounds (not only the last)
+    handshake_bytes: float = 0.0  # bytes of neighbour selection: probes and requests
 
     @property
     def mb(self) -> float:
@@ -60,6 +66,11 @@ def _num(value: Any) -> float:
     return float(value) if isinstance(value, (int, float)) else math.nan
 
 
+def _mean_of(values: Iterable[Any]) -> float:
+    numbers = [float(v) for v in values if isinstance(v, (int, float))]
+    return sum(numbers) / len(numbers) if numbers else math.nan
+
+
 def from_cache(cell: Cell, stored: dict[str, Any]) -> Record:
     summary, config = stored["summary"], stored["config"]
     curve = [(int(m["round"]), m["accuracy_mean"] if isinstance(m.get("accuracy_mean"), (int, float)) else None,
@@ -70,7 +81,13 @@ def from_cache(cell: Cell, stored: dict[str, Any]) -> Record:
                   partition=config["data"]["partition"], accuracy_p10=_num(summary.get("accuracy_p10")),
                   neighbours=_num(summary.get("neighbours_mean")), density=_num(summary.get("density_mean")),
                   curve=curve, seconds=float(stored.get("seconds", 0.0)),
-                  cpu_seconds=float(stored.get("cpu_seconds", 0.0)), key=cell.key)
+                  cpu_seconds=float(stored.get("cpu_seconds", 0.0)), key=cell.key,
+                  target_density=cell.target_density, train_per_device=cell.train_per_device,
+                  train_samples=_num(stored.get("data_stats", {}).get("train_samples_mean")),
+                  classes=_num(stored.get("data_stats", {}).get("classes_mean")),
+                  neighbours_rounds=_mean_of(m.get("neighbours_mean") for m in stored["history"]),
+                  handshake_bytes=sum(_num(v) for k, v in (summary.get("bytes_by_kind") or {}).items()
+                                      if k in ("probe", "request") and isinstance(v, (int, float))))
 
 
 def load_records(cells: Iterable[Cell], cache: CellCache) -> list[Record]:
@@ -84,10 +101,14 @@ def load_records(cells: Iterable[Cell], cache: CellCache) -> list[Record]:
 
 
 def select(records: Iterable[Record], study: str | None = None, algorithm: str | None = None,
-           devices: int | None = None, delta: float | None = None) -> list[Record]:
+           devices: int | None = None, delta: float | None = None, density: float | None = None,
+           train_per_device: int | None = None, partition: str | None = None) -> list[Record]:
     return [r for r in records
             if (study is None or study in r.studies) and (algorithm is None or r.algorithm == algorithm)
-            and (devices is None or r.devices == devices) and (delta is None or abs(r.delta - delta) < 1e-9)]
+            and (devices is None or r.devices == devices) and (delta is None or abs(r.delta - delta) < 1e-9)
+            and (density is None or abs(r.target_density - density) < 1e-9)
+            and (train_per_device is None or r.train_per_device == train_per_device)
+            and (partition is None or r.partition == partition)]
 
 
 def by_seed(records: Iterable[Record]) -> dict[int, Record]:
@@ -130,7 +151,7 @@ def auto_target(main: list[Record]) -> float:
 
 CSV_COLUMNS = ["algorithm", "dataset", "devices", "delta", "seed", "rounds", "partition", "studies",
                "accuracy_mean", "accuracy_p10", "mb_total", "mb_to_target", "target_accuracy", "neighbours_mean",
-               "density_mean", "cell"]
+               "density_mean", "cell", "target_density", "train_per_device", "train_samples_mean", "classes_mean"]
 
 
 def _fmt(value: float | None) -> str:
@@ -142,11 +163,13 @@ def csv_text(records: Iterable[Record], target: float) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
-    for r in sorted(records, key=lambda r: (r.algorithm, r.devices, r.delta, r.seed, r.key)):
+    for r in sorted(records, key=lambda r: (r.algorithm, r.devices, r.delta, r.partition, r.target_density,
+                                            r.train_per_device, r.seed, r.key)):
         writer.writerow([r.algorithm, r.dataset, r.devices, f"{r.delta:g}", r.seed, r.rounds, r.partition,
                          ";".join(sorted(r.studies)), _fmt(r.accuracy), _fmt(r.accuracy_p10), _fmt(r.mb),
                          _fmt(r.mb_to_target(target)), f"{target:.2f}", _fmt(r.neighbours), _fmt(r.density),
-                         r.key])
+                         r.key, f"{r.target_density:g}", r.train_per_device or "", _fmt(r.train_samples),
+                         _fmt(r.classes)])
     return buffer.getvalue()
 
 

@@ -96,8 +96,10 @@ def claim_b(records: list[Record], rules: Rules) -> Verdict:
             f"{rules.claimed_saving:g}% less {rules.saving_tolerance:g} points); held only within noise if the mean "
             f"falls short but mean + standard deviation reaches {low:g}%.")
     title = f"(b) DPMN saves about {rules.claimed_saving:g}% of DFL's traffic at equal rounds"
-    dpmn = [r for r in records if r.algorithm == "dpmn" and abs(r.delta - rules.delta) < 1e-9]
-    dfl = [r for r in records if r.algorithm == "dfl"]
+    # the main setting and its device-count variants only (not the density, scarcity or skew sweeps' cells)
+    paper = [r for r in records if {"main", "devices"} & set(r.studies)]
+    dpmn = [r for r in paper if r.algorithm == "dpmn" and abs(r.delta - rules.delta) < 1e-9]
+    dfl = [r for r in paper if r.algorithm == "dfl"]
     pairs, per_devices = [], {}
     for n in sorted({r.devices for r in dpmn} & {r.devices for r in dfl}):
         group = paired(_unique(select(dpmn, devices=n)), _unique(select(dfl, devices=n)))
