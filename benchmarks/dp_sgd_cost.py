@@ -7,7 +7,9 @@ Synthetic (100 devices, the batched trainer), and LeNet-5 on 28x28 inputs (20 de
 Opacus's MNIST figure), each with the trainer and intra-op threads a run would use (`make_trainer`, `run_threads`).
 The issue's target is a DP-SGD step at most 1.6x a plain step (Opacus's own CPU ratio on MNIST). Per repeat both
 are timed back to back in alternating order; the ratio is per step (DP-SGD's step count, `dp_sgd_schedule`, can be
-one less per epoch than the plain one). `--torch-func` adds the LeNet-5 workloads with per-sample gradients from
+one less per epoch than the plain one). Wall-clock is the measure; the process's CPU time is recorded too
+(`cpu_step_ratio`, less sensitive to other jobs on a shared machine), and the 1-minute load average before and after
+(`load_average_1min`). `--torch-func` adds the LeNet-5 workloads with per-sample gradients from
 `torch.func.vmap` instead of the layer hooks, the approach the hooks replaced. A measurement, not a test; results go
 to benchmarks/results/ with the machine (`fedge.runfolder.environment()`).
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -66,15 +69,17 @@ WORKLOADS: dict[str, Callable[[int], tuple[ExperimentConfig, Setup]]] = {
     "lenet5-digits-20": digits, "mlp-synthetic-100": synthetic, "lenet5-28x28-20x600": mnist_shaped}
 
 
-def epoch_seconds(trainer: SequentialTrainer | BatchedTrainer, setup: Setup, dp: DPSGD | None, seed: int) -> float:
-    """Seconds of one local epoch of every device from x0 (dense masks, no penalty, no momentum)."""
+def epoch_seconds(trainer: SequentialTrainer | BatchedTrainer, setup: Setup, dp: DPSGD | None,
+                  seed: int) -> tuple[float, float]:
+    """(wall-clock seconds, process CPU seconds) of one local epoch of every device from x0 (dense masks, no penalty,
+    no momentum)."""
     n = len(setup.data.devices)
     bank = setup.initial.expand(n, -1).clone()
     masks = torch.ones_like(bank, dtype=torch.bool)
     generators = Streams(seed).device_generators("train", torch.arange(n), 1)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     trainer.train_all(bank, masks, None, torch.arange(n), None, generators, dp=dp)
-    return time.perf_counter() - started
+    return time.perf_counter() - started, time.process_time() - cpu
 
 
 def measure(name: str, dp: DPSGD, repeats: int, seed: int, functional: bool, threads: int = 0) -> dict[str, Any]:
@@ -86,7 +91,7 @@ def measure(name: str, dp: DPSGD, repeats: int, seed: int, functional: bool, thr
                                  Streams(seed).device_generators("train", torch.arange(len(sizes)), 1)).steps.sum())
     dp_steps = int(dp_sgd_schedule(sizes, 1, config.train.batch_size)[1].sum())
     patch = mock.patch.object(dp_sgd, "taps_cover", lambda _model: False) if functional else None
-    plain, private = [], []
+    plain, private, plain_cpu, private_cpu = [], [], [], []
     with intra_op_threads(run_threads(setup.model, config.train)):
         if patch is not None:
             patch.start()
@@ -95,11 +100,14 @@ def measure(name: str, dp: DPSGD, repeats: int, seed: int, functional: bool, thr
             epoch_seconds(trainer, setup, None, seed)
             for repeat in range(repeats):
                 for which in ((None, dp) if repeat % 2 == 0 else (dp, None)):
-                    (plain if which is None else private).append(epoch_seconds(trainer, setup, which, seed + repeat))
+                    wall, cpu = epoch_seconds(trainer, setup, which, seed + repeat)
+                    (plain if which is None else private).append(wall)
+                    (plain_cpu if which is None else private_cpu).append(cpu)
         finally:
             if patch is not None:
                 patch.stop()
     ratios = [(p / dp_steps) / (q / plain_steps) for p, q in zip(private, plain, strict=True)]
+    cpu_ratios = [(p / dp_steps) / (q / plain_steps) for p, q in zip(private_cpu, plain_cpu, strict=True)]
     return {
         "workload": name + ("-torch.func" if functional else ""),
         "trainer": type(trainer).__name__, "train_threads": config.train.threads,
@@ -109,6 +117,9 @@ def measure(name: str, dp: DPSGD, repeats: int, seed: int, functional: bool, thr
         "median_epoch_seconds": {"plain": statistics.median(plain), "dp_sgd": statistics.median(private)},
         "step_ratio": {"per_repeat": ratios, "median": statistics.median(ratios), "min": min(ratios),
                        "max": max(ratios), "of_fastest": (min(private) / dp_steps) / (min(plain) / plain_steps)},
+        "epoch_cpu_seconds": {"plain": plain_cpu, "dp_sgd": private_cpu},
+        "cpu_step_ratio": {"per_repeat": cpu_ratios, "median": statistics.median(cpu_ratios), "min": min(cpu_ratios),
+                           "max": max(cpu_ratios)},
     }
 
 
@@ -125,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     dp = DPSGD(args.noise_multiplier, args.max_grad_norm)
     results = []
+    load = [os.getloadavg()[0]] if hasattr(os, "getloadavg") else []  # other jobs on the machine, before and after
     for name in args.only or list(WORKLOADS):
         runs = [False, True] if args.torch_func and name.startswith("lenet5") else [False]
         for functional in runs:
@@ -135,10 +147,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{result['workload']} ({result['trainer']}): plain {med['plain']:.3f} s, DP-SGD "
                   f"{med['dp_sgd']:.3f} s per epoch; DP-SGD step / plain step {ratio['median']:.2f}x "
                   f"(min {ratio['min']:.2f}, max {ratio['max']:.2f}, fastest epochs {ratio['of_fastest']:.2f}; "
-                  "target <= 1.6)", flush=True)
+                  f"target <= 1.6); CPU time {result['cpu_step_ratio']['median']:.2f}x", flush=True)
+    load += [os.getloadavg()[0]] if hasattr(os, "getloadavg") else []
     report = {"benchmark": "dp_sgd_cost", "dp": {"noise_multiplier": dp.noise_multiplier,
                                                    "max_grad_norm": dp.max_grad_norm},
-              "repeats": args.repeats, "results": results, "environment": environment(),
+              "repeats": args.repeats, "results": results, "environment": environment(), "load_average_1min": load,
               "date": datetime.date.today().isoformat()}
     suffix = f"-threads{args.threads}" if args.threads else ""
     out = args.out or RESULTS / f"dp-sgd-cost{suffix}-{report['date']}.json"

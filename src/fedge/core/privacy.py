@@ -52,46 +52,79 @@ def outer_sq_norms(left: torch.Tensor, right: torch.Tensor, keep: torch.Tensor |
 def outer_weighted_sum(left: torch.Tensor, right: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Σ_b weights_b · left_b right_bᵀ [..., p, q] (left [..., B, p], right [..., B, q], weights [..., B]): the sum
     of clipped per-sample outer products, as one matrix product."""
-    return torch.matmul((left * weights.unsqueeze(-1)).transpose(-1, -2), right)
+    scaled = (left * weights.unsqueeze(-1)).transpose(-1, -2)
+    return torch.bmm(scaled, right) if left.dim() == 3 else torch.matmul(scaled, right)
 
 
 @dataclass
 class PerSample:
     """Per-sample gradients of M devices × B samples over a flat layout of `dim` coordinates, per parameter tensor:
     `full` parts hold them as [M, B, n] for coordinates `coords`; `outer` parts as the factors (left [M, B, p], right
-    [M, B, q]) of the gradients left_b right_bᵀ of a [p, q] weight stored row-major at `coords`. A linear layer's
-    per-sample weight gradients are such outer products (output gradient × input); kept factored, DP-SGD clips and
-    sums them without ever forming the [M, B, p, q] tensor (Goodfellow 2015; `outer_sq_norms`)."""
+    [M, B, q]) of the gradients left_b right_bᵀ of a [p, q] weight stored row-major at `weight`, with the gradients of
+    the layer's bias at `bias` (None: no bias), which are `left` itself. A linear layer's per-sample weight gradients
+    are such outer products (output gradient × input) and its bias gradients the output gradients; kept factored,
+    DP-SGD clips and sums them without ever forming the [M, B, p, q] tensor (Goodfellow 2015; `outer_sq_norms`)."""
 
     dim: int
     full: list[tuple[slice, torch.Tensor]] = field(default_factory=list)
-    outer: list[tuple[slice, torch.Tensor, torch.Tensor]] = field(default_factory=list)
+    outer: list[tuple[slice, slice | None, torch.Tensor, torch.Tensor]] = field(default_factory=list)
 
     def sq_norms(self, keep: torch.Tensor | None) -> torch.Tensor:
-        """Squared L2 norms [M, B] of the gradients restricted to the coordinates `keep` [M, d] (None: all)."""
-        total = 0
+        """Squared L2 norms [M, B] of the gradients restricted to the coordinates `keep` [M, d] (None: all). Summed
+        as the parts come: `full` parts, the biases of `outer` parts, then their weights (‖l‖²‖r‖², sharing ‖l‖²
+        with the bias): the order of sums of fedge before biases were folded, so results stay bit for bit."""
+        parts: list[torch.Tensor] = []
         for coords, g in self.full:
-            total = total + (g.square() if keep is None else g.square() * keep[:, None, coords]).sum(-1)
-        for coords, left, right in self.outer:
-            mask = None if keep is None else keep[:, coords].view(len(left), left.shape[-1], right.shape[-1])
-            total = total + outer_sq_norms(left, right, mask)
-        return torch.as_tensor(total)
+            parts.append((g.square() if keep is None else g.square() * keep[:, None, coords]).sum(-1))
+        if keep is None:
+            left_sq = [left.square().sum(-1) for _, _, left, _ in self.outer]
+            parts += [l2 for (_, bias, _, _), l2 in zip(self.outer, left_sq, strict=True) if bias is not None]
+            parts += [l2 * right.square().sum(-1) for (_, _, _, right), l2 in zip(self.outer, left_sq, strict=True)]
+        else:
+            parts += [(left.square() * keep[:, None, bias]).sum(-1) for _, bias, left, _ in self.outer
+                      if bias is not None]
+            parts += [outer_sq_norms(left, right, keep[:, weight].view(len(left), left.shape[-1], right.shape[-1]))
+                      for weight, _, left, right in self.outer]
+        assert parts, "no per-sample gradients"
+        total = parts[0]
+        for part in parts[1:]:
+            total = total + part
+        return total
+
+    def clip_weights(self, max_norm: float | None, valid: torch.Tensor | None,
+                     keep: torch.Tensor | None = None) -> torch.Tensor:
+        """valid_mb · min(1, C / (‖g_mb ∘ keep_m‖ + 1e-6)) [M, B] (`clip_factors`; `valid` None: all samples)."""
+        if max_norm is None:
+            return valid if valid is not None else torch.ones(
+                (self.full[0][1] if self.full else self.outer[0][2]).shape[:2])
+        factors = torch.div(max_norm, self.sq_norms(keep).sqrt_().add_(1e-6)).clamp_max_(1.0)
+        return factors if valid is None else factors.mul_(valid)
 
     def weighted_sum(self, weights: torch.Tensor) -> torch.Tensor:
-        """Σ_b weights[m, b] · g_mb [M, d]."""
+        """Σ_b weights[m, b] · g_mb [M, d], one batched matrix product per part. (Each product is formed on its own,
+        not accumulated into a buffer: `baddbmm_` into a strided view sums in an order that depends on the padded
+        batch width, so a device's result would depend on which other devices train with it.)"""
         if len(self.full) == 1 and not self.outer and self.full[0][1].shape[-1] == self.dim:
             return torch.bmm(weights.unsqueeze(1), self.full[0][1]).squeeze(1)  # one part holds every coordinate
-        out = weights.new_zeros(len(weights), self.dim)
+        covered = sum(g.shape[-1] for _, g in self.full) + sum(  # the parts are disjoint: all set when they cover
+            left.shape[-1] * (right.shape[-1] + (bias is not None)) for _, bias, left, right in self.outer)
+        out = (weights.new_empty if covered == self.dim else weights.new_zeros)(len(weights), self.dim)
+        row = weights.unsqueeze(1)
         for coords, g in self.full:
-            out[:, coords] = torch.bmm(weights.unsqueeze(1), g).squeeze(1)
-        for coords, left, right in self.outer:
-            out[:, coords] = outer_weighted_sum(left, right, weights).flatten(1)
+            out[:, coords] = torch.bmm(row, g).squeeze(1)
+        for weight, bias, left, right in self.outer:
+            out[:, weight] = outer_weighted_sum(left, right, weights).flatten(1)
+            if bias is not None:
+                out[:, bias] = torch.bmm(row, left).squeeze(1)
         return out
 
     def dense(self) -> torch.Tensor:
         """The gradients as one [M, B, d] tensor (for tests; needs at least one part)."""
         parts = [(coords, g) for coords, g in self.full]
-        parts += [(coords, (left.unsqueeze(-1) * right.unsqueeze(-2)).flatten(2)) for coords, left, right in self.outer]
+        for weight, bias, left, right in self.outer:
+            parts.append((weight, (left.unsqueeze(-1) * right.unsqueeze(-2)).flatten(2)))
+            if bias is not None:
+                parts.append((bias, left))
         m, b = parts[0][1].shape[:2]
         out = torch.zeros(m, b, self.dim)
         for coords, g in parts:
@@ -106,24 +139,60 @@ class PerSample:
         the sum: the caller masks the noisy sum (`gaussian_mechanism`)."""
         if not self.full and not self.outer:
             return torch.zeros(len(valid), self.dim)
-        return self.weighted_sum(clip_factors(self.sq_norms(keep).sqrt(), max_norm) * valid)
+        return self.weighted_sum(self.clip_weights(max_norm, valid, keep))
+
+
+def noise_runs(layout: Sequence[Any]) -> list[slice]:
+    """The coordinate runs that `Noise` fills with one `normal_` each, drawing exactly what one `normal_` per
+    parameter tensor in layout order draws. PyTorch's CPU `normal_` fills a contiguous float tensor of n >= 16 with n
+    uniforms and transforms them 16 at a time (Box-Muller, pairs i and i + 8 of a block), redrawing the last 16
+    uniforms when 16 does not divide n; a tensor of n < 16 is drawn one double-precision normal at a time. So
+    adjacent tensors of 16 or more merge while all but the last are multiples of 16 (their blocks stay aligned, and
+    only the run's last tensor may have a partial block), and adjacent tensors under 16 merge while the run stays
+    under 16 (tests/core/test_privacy_noise.py checks the equality against per-tensor draws)."""
+    runs: list[tuple[int, int, bool]] = []  # (start, stop, drawn 16 at a time)
+    for s in sorted(layout, key=lambda s: s.start):
+        start, stop = int(s.start), int(s.stop)
+        if stop <= start:
+            continue
+        blocked = stop - start >= 16
+        if runs:
+            first, last, run_blocked = runs[-1]
+            if last == start and blocked and run_blocked and (last - first) % 16 == 0:
+                runs[-1] = (first, stop, True)
+                continue
+            if last == start and not blocked and not run_blocked and stop - first < 16:
+                runs[-1] = (first, stop, False)
+                continue
+        runs.append((start, stop, blocked))
+    return [slice(first, last) for first, last, _ in runs]
 
 
 class Noise:
     """Rows of Gaussian noise in a flat layout of parameter tensors (`layout`: objects with `start`, `stop`, `shape`,
     such as `FlatModel.slices`), each row drawn with one `normal_` per tensor in layout order: the draws of Opacus's
     `DPOptimizer.add_noise` (`torch.normal(0, σC, size=p.shape, generator=g)` per parameter), so the same generator
-    state gives the same noise. The views are made once, not per step."""
+    state gives the same noise. Adjacent tensors whose draws do not depend on where one ends are drawn with one call
+    (`noise_runs`: LeNet-5's ten tensors in six, the MLP's four in two), the same numbers. The views are made once."""
 
     def __init__(self, layout: Sequence[Any], rows: int) -> None:
         dim = max((s.stop for s in layout), default=0)
         self.values = torch.empty(rows, dim)
-        self.views = [[self.values[k, s.start:s.stop].view(s.shape) for s in layout] for k in range(rows)]
+        self.runs = noise_runs(layout)
+        self.views = [[self.values[k, run] for run in self.runs] for k in range(rows)]
 
     def draw(self, row: int, std: float, generator: torch.Generator) -> None:
         """Fill row `row` with N(0, std²) from `generator`."""
         for view in self.views[row]:
             view.normal_(0.0, std, generator=generator)
+
+    def draw_rows(self, std: float, generators: Sequence[torch.Generator]) -> torch.Tensor:
+        """Fill rows 0 .. len(generators) - 1, row k from `generators[k]`; returns those rows."""
+        assert len(generators) <= len(self.views), "more generators than noise rows"
+        for row, generator in zip(self.views, generators, strict=False):
+            for view in row:
+                view.normal_(0.0, std, generator=generator)
+        return self.values[:len(generators)]
 
 
 def gaussian_mechanism(total: torch.Tensor, std: float, noise: torch.Tensor | None,
@@ -157,4 +226,4 @@ def adaptive_noise_multiplier(noise_multiplier: float, count_stddev: float) -> f
 
 
 __all__ = ["Noise", "PerSample", "adaptive_clip", "adaptive_noise_multiplier", "clip_factors", "clip_rows",
-           "gaussian_mechanism", "outer_sq_norms", "outer_weighted_sum"]
+           "gaussian_mechanism", "noise_runs", "outer_sq_norms", "outer_weighted_sum"]

@@ -101,9 +101,10 @@ def poisson_plan(sizes: list[int], steps: list[int], rates: list[float],
     for n, count, rate, generator in zip(sizes, steps, rates, generators, strict=True):
         block = max(1, (1 << 22) // max(n, 1))
         for first in range(0, count, block):
-            taken = torch.rand(min(block, count - first), n, generator=generator) < rate
-            samples.append(taken.nonzero()[:, 1])
-            size.append(taken.sum(dim=1))
+            rows = min(block, count - first)
+            taken = (torch.rand(rows, n, generator=generator) < rate).nonzero()  # [(step, sample)], row-major
+            samples.append(taken[:, 1])
+            size.append(torch.bincount(taken[:, 0], minlength=rows))  # counts the taken, not all n per step
     size_all = torch.cat(size) if size else torch.zeros(0, dtype=torch.long)
     counts = torch.tensor(steps, dtype=torch.long)
     return PoissonPlan(torch.cat(samples) if samples else torch.zeros(0, dtype=torch.long),

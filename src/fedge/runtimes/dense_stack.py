@@ -106,9 +106,10 @@ def dense_per_sample(layers: list[DenseLayer], params: torch.Tensor, x: torch.Te
                      y: torch.Tensor) -> tuple[PerSample, torch.Tensor]:
     """Per-sample gradients of CE(f(params_m, x_mb), y_mb) for DP-SGD, and the per-sample losses [M, B].
 
-    For layer l the gradient of sample b is ∂W = ∂z_b h_bᵀ and ∂b = ∂z_b: weights are kept as the factors
+    For layer l the gradient of sample b is ∂W = ∂z_b h_bᵀ and ∂b = ∂z_b: each layer is kept as the factors
     (∂z [M, B, out], h [M, B, in]), never as [M, B, out, in] (DP-SGD clips and sums them without forming them:
-    `fedge.core.privacy.PerSample`). Same backward pass as `dense_grad_and_loss`, without the batch mean.
+    `fedge.core.privacy.PerSample`; the norm of a sample's weight and bias gradient is ‖∂z_b‖²(‖h_b‖² + 1)).
+    Same backward pass as `dense_grad_and_loss`, without the batch mean.
     """
     m = y.shape[0]
     h, inputs, pre_activations = _forward(layers, params, x, record=True)
@@ -119,8 +120,7 @@ def dense_per_sample(layers: list[DenseLayer], params: torch.Tensor, x: torch.Te
     grads = PerSample(params.shape[1])
     for i in range(len(layers) - 1, -1, -1):
         layer = layers[i]
-        grads.outer.append((layer.weight, dz, inputs[i]))
-        grads.full.append((layer.bias, dz))
+        grads.outer.append((layer.weight, layer.bias, dz, inputs[i]))
         if i > 0:
             dz = torch.bmm(dz, params[:, layer.weight].view(m, layer.out_features, layer.in_features))
             if layers[i - 1].relu:

@@ -14,7 +14,8 @@ One local step of device i, in both trainers (`train_all(..., dp=DPSGD(σ, C))`)
 then the algorithm's penalty, weight decay, momentum and the SGD step exactly as without DP: they read no private
 data, so they come after the noise.
 
-Per-sample gradients, each equal to Opacus's `GradSampleModule` ones (tests/runtimes/test_dp_sgd.py):
+Per-sample gradients, each equal to Opacus's `GradSampleModule` ones (tests/runtimes/test_dp_sgd.py;
+`fedge.runtimes.per_sample`):
 
 * Linear/Conv2d models device by device (`LayerTaps`): forward hooks record each layer's input and output, one
   backward pass gives the gradients with respect to the outputs; a linear layer's per-sample weight gradient is the
@@ -28,22 +29,19 @@ Per-sample gradients, each equal to Opacus's `GradSampleModule` ones (tests/runt
 from __future__ import annotations
 
 import contextlib
-import functools
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.func import grad_and_value, vmap
 
 from fedge.config import ConfigError
-from fedge.core.privacy import Noise, PerSample, gaussian_mechanism
+from fedge.core.privacy import Noise, PerSample
 from fedge.models.flat import FlatModel
 from fedge.runtimes.batches import dp_sgd_schedule, expected_batch_sizes, poisson_plan
 from fedge.runtimes.dense_stack import dense_per_sample
 from fedge.runtimes.device_threads import Replica, for_each_on_threads
+from fedge.runtimes.per_sample import LayerTaps, functional_per_sample, taps_cover
 
 if TYPE_CHECKING:
     from fedge.runtimes.trainer import BatchedTrainer, Penalty, SequentialTrainer
@@ -85,128 +83,23 @@ def needs_dp_path(dp: DPSGD, model: FlatModel, name: str) -> bool:
     return not dp.identity
 
 
-UNFOLD_UP_TO = 1 << 17  # a convolution whose unfolded input has at most this many floats is unfolded (measured)
-
-
-def _tappable(layer: nn.Module) -> bool:
-    return isinstance(layer, nn.Linear) or (isinstance(layer, nn.Conv2d) and layer.groups == 1
-                                            and not isinstance(layer.padding, str) and layer.padding_mode == "zeros")
-
-
-def taps_cover(model: FlatModel) -> bool:
-    """Whether every parameter of the model is the weight or bias of a Linear or (ungrouped) Conv2d layer."""
-    names = {f"{prefix}.{p}".lstrip(".") for prefix, layer in model.module.named_modules() if _tappable(layer)
-             for p, _ in layer.named_parameters(recurse=False)}
-    return names == {s.name for s in model.slices}
-
-
-class LayerTaps:
-    """Forward hooks on a module's Linear and Conv2d layers recording each call's input and output, while entered.
-
-    Per-sample gradients come out as: linear weights factored (∂z_b, h_b); every other parameter (convolutions,
-    biases) materialised in [B, n] buffers, one per run of consecutive such coordinates of the flat layout. Forming
-    the linear ones instead costs memory traffic of B·d floats per step (8 MB for 28x28 LeNet-5 at B = 32), which
-    made the step 1.8x slower there."""
-
-    def __init__(self, module: nn.Module, model: FlatModel) -> None:
-        slices = {s.name: s for s in model.slices}
-        self.dim = model.dim
-        self.module = module
-        self.layers: list[tuple[nn.Module, slice, slice | None]] = []
-        for prefix, layer in module.named_modules():
-            if _tappable(layer):
-                w, b = slices[f"{prefix}.weight".lstrip(".")], slices.get(f"{prefix}.bias".lstrip("."))
-                self.layers.append((layer, slice(w.start, w.stop), None if b is None else slice(b.start, b.stop)))
-        self.records: list[list[tuple[torch.Tensor, torch.Tensor, int]]] = [[] for _ in self.layers]
-        self.runs: list[slice] = []  # the coordinates outside linear weights, as maximal runs
-        start = 0
-        for w in sorted((w for layer, w, _ in self.layers if isinstance(layer, nn.Linear)), key=lambda w: w.start):
-            if w.start > start:
-                self.runs.append(slice(start, w.start))
-            start = w.stop
-        if start < self.dim:
-            self.runs.append(slice(start, self.dim))
-        self.targets: dict[int, tuple[int, slice]] = {}  # parameter start -> (run, columns in the run's buffer)
-        for k, run in enumerate(self.runs):
-            for layer, w, b in self.layers:
-                for coords in ((b,) if isinstance(layer, nn.Linear) else (w, b)):
-                    if coords is not None and run.start <= coords.start < run.stop:
-                        self.targets[coords.start] = (k, slice(coords.start - run.start, coords.stop - run.start))
-
-    @contextlib.contextmanager
-    def active(self) -> Iterator[LayerTaps]:
-        handles = [layer.register_forward_hook(functools.partial(self._record, k))
-                   for k, (layer, _, _) in enumerate(self.layers)]
-        try:
-            yield self
-        finally:
-            for handle in handles:
-                handle.remove()
-
-    def _record(self, k: int, _: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-        self.records[k].append((inputs[0].detach(), output, output._version))
-
-    def per_sample(self, x: torch.Tensor, y: torch.Tensor) -> tuple[PerSample, torch.Tensor] | None:
-        """Per-sample gradients ([1, B, ·] parts) and losses [B] of the module on (x, y); None when a layer ran
-        other than once, its output was changed in place or a linear layer saw more than [B, in] (the caller then
-        falls back to `functional_per_sample`)."""
-        for record in self.records:
-            record.clear()
-        with torch.enable_grad():
-            losses = F.cross_entropy(self.module(x), y, reduction="none")
-            if any(len(r) != 1 or r[0][1]._version != r[0][2] or (isinstance(layer, nn.Linear) and r[0][0].dim() != 2)
-                   for r, (layer, _, _) in zip(self.records, self.layers, strict=True)):
-                return None
-            outputs = torch.autograd.grad(losses.sum(), [r[0][1] for r in self.records])
-        b = len(y)
-        buffers = [torch.empty(b, run.stop - run.start) for run in self.runs]
-        grads = PerSample(self.dim, [(run, buffer[None]) for run, buffer in zip(self.runs, buffers, strict=True)])
-
-        def store(coords: slice, g: torch.Tensor) -> None:
-            k, columns = self.targets[coords.start]
-            buffers[k][:, columns] = g
-
-        for (layer, weight, bias), record, go in zip(self.layers, self.records, outputs, strict=True):
-            if isinstance(layer, nn.Conv2d):
-                store(weight, _conv_per_sample(layer, record[0][0], go))
-                go = go.sum((2, 3))
-            else:
-                grads.outer.append((weight, go[None], record[0][0][None]))
-            if bias is not None:
-                store(bias, go)
-        return grads, losses.detach()
-
-
-def _conv_per_sample(layer: nn.Conv2d, h: torch.Tensor, go: torch.Tensor) -> torch.Tensor:
-    """Per-sample weight gradients [B, O·C·kh·kw] of a convolution from its input h and output gradient go: ∂z_b
-    unfold(h_b)ᵀ (Opacus's unfolding) for small feature maps, else the weight gradient of one convolution grouped by
-    sample (PyTorch's expanded weights), about 2x faster than unfolding on 28x28 LeNet-5 and slower on 8x8 digits."""
-    b, w = len(h), layer.weight.detach()
-    if b * go[0, 0].numel() * w[0].numel() <= UNFOLD_UP_TO:
-        unfolded = F.unfold(h, layer.kernel_size, layer.dilation, layer.padding, layer.stride)
-        return torch.bmm(go.flatten(2), unfolded.transpose(1, 2)).flatten(1)
-    return torch.ops.aten.convolution_backward(
-        go.flatten(0, 1)[None], h.flatten(0, 1)[None], w.expand(b, *w.shape).flatten(0, 1), None, layer.stride,
-        layer.padding, layer.dilation, False, (0, 0), b, (False, True, False))[1].view(b, -1)
-
-
-def functional_per_sample(model: FlatModel, params: torch.Tensor, x: torch.Tensor,
-                          y: torch.Tensor) -> tuple[PerSample, torch.Tensor]:
-    """Per-sample gradients [M, B, d] and losses [M, B] of rows `params` [M, d] on x [M, B, ...], y [M, B], with
-    `torch.func`: vmap over devices of vmap over samples of the gradient of one sample's loss."""
-    def loss(p: torch.Tensor, xi: torch.Tensor, yi: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(model.forward(p, xi[None]), yi[None])
-
-    g, losses = vmap(vmap(grad_and_value(loss), in_dims=(None, 0, 0)))(params, x, y)
-    return PerSample(model.dim, [(slice(0, model.dim), g)]), losses
-
-
-def private_gradient(grads: PerSample, valid: torch.Tensor, keep: torch.Tensor | None, dp: DPSGD,
+def private_gradient(grads: PerSample, valid: torch.Tensor | None, keep: torch.Tensor | None, dp: DPSGD,
                      expected: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
     """(Σ_b clip_C(g_b ∘ keep) + noise ∘ keep) / expected [M, d]: the Gaussian mechanism on the clipped sum
-    (`PerSample.clipped_sum`; `valid` [M, B] zeroes padding, `keep` [M, d] the kept coordinates, None: all), divided
-    by the expected batch size. `noise` [M, d] is already scaled by σC; None for σ = 0 (no draw, as Opacus)."""
-    return gaussian_mechanism(grads.clipped_sum(dp.max_grad_norm, valid, keep), 1.0, noise, keep) / expected[:, None]
+    (`PerSample.clip_weights`, one batched matrix product per layer; `valid` [M, B] zeroes padding, None: every
+    sample counts; `keep` [M, d] the kept coordinates, None: all), divided by the expected batch size. `noise`
+    [M, d] is already scaled by σC; None for σ = 0 (no draw, as Opacus). The noise is added to the finished sum, so
+    a device's result does not depend on how a matrix product accumulates (which can change with the batch of
+    devices)."""
+    if grads.full or grads.outer:
+        out = grads.weighted_sum(grads.clip_weights(dp.max_grad_norm, valid, keep))
+    else:
+        out = torch.zeros(len(expected), grads.dim)
+    if noise is not None:
+        out.add_(noise)
+    if keep is not None:
+        out.masked_fill_(~keep, 0.0)
+    return out.div_(expected[:, None])
 
 
 def sequential_step(trainer: SequentialTrainer, replica: Replica, taps: LayerTaps | None, x: torch.Tensor,
@@ -217,14 +110,14 @@ def sequential_step(trainer: SequentialTrainer, replica: Replica, taps: LayerTap
     mask (None: nothing pruned), `expected` [1] its expected batch size, `noise` a one-row buffer. Returns (sum of
     the batch's losses, batch size)."""
     work, model = replica.work, trainer.model
-    grads, losses, valid = PerSample(model.dim), torch.zeros(0), torch.ones(1, len(y))
+    grads, losses = PerSample(model.dim), torch.zeros(0)
     if len(y):
         found = taps.per_sample(x, y) if taps is not None else None
         grads, losses = found if found is not None else functional_per_sample(model, work[None], x[None], y[None])
     if dp.std > 0:
-        noise.draw(0, dp.std, generator)
+        noise.draw_rows(dp.std, [generator])
     mask = None if keep is None else keep[None]
-    grad = private_gradient(grads, valid, mask, dp, expected, noise.values if dp.std > 0 else None)[0]
+    grad = private_gradient(grads, None, mask, dp, expected, noise.values if dp.std > 0 else None)[0]
     with torch.no_grad():
         trainer._step(work, grad, None if keep is None else keep.to(work.dtype), ids, penalty, buf)
     return float(losses.sum()), len(y)
@@ -273,37 +166,62 @@ def train_batched(trainer: BatchedTrainer, bank: torch.Tensor, masks: torch.Tens
                   dp: DPSGD) -> torch.Tensor:
     """`BatchedTrainer.train_all` with DP-SGD, devices in lockstep: each step takes every active device's
     Poisson-sampled batch (padded to the longest), computes all per-sample gradients at once (vmap over devices and
-    samples, or the dense-stack backward) and draws each device's noise from its own generator. Returns mean losses
-    over the samples drawn. Without the dense-stack kernels the per-sample gradients [M, B, d] bound the chunk to
-    about 256 MB."""
+    samples, or the dense-stack backward) and adds each device's noise, drawn from its own generator.
+    Returns mean losses over the samples drawn. Without the dense-stack kernels the per-sample gradients [M, B, d]
+    bound the chunk to about 256 MB."""
     sizes = [trainer.train_data.sizes[i] for i in devices.tolist()]
     rates, steps = dp_sgd_schedule(sizes, trainer.cfg.epochs, trainer.cfg.batch_size)
     plan = poisson_plan(sizes, steps.tolist(), rates.tolist(), generators)
     expected = expected_batch_sizes(sizes, trainer.cfg.batch_size)
-    model, layers = trainer.model, trainer.layers
+    model, layers, data = trainer.model, trainer.layers, trainer.train_data
     chunk = trainer.chunk if layers is not None else max(
         1, min(trainer.chunk, (256 << 20) // (8 * model.dim * trainer.cfg.batch_size)))
-    noise, kept = Noise(model.slices, 0), None
+    # every drawn sample's row in the stacked data (device offset + local index), so a step gathers with one index;
+    # padded at the end so a padded batch's index never runs past it (padding rows get weight 0)
+    step_rows = torch.repeat_interleave(torch.arange(len(sizes)), steps)
+    sample_rows = torch.repeat_interleave(step_rows, plan.size)
+    longest = int(plan.size.max()) if len(plan.size) else 0
+    stacked = torch.cat([plan.samples + data.offsets[devices][sample_rows], torch.zeros(longest, dtype=torch.long)])
+    widths = torch.arange(longest)
+    tables: dict[str, torch.Tensor] = {}
+    kept: torch.Tensor | None = None
+    batch_widths: list[int] = []
+    chunk_generators: list[torch.Generator] = []
+    noise = Noise(model.slices, 0)
 
     def gradient(rows: torch.Tensor, ids: torch.Tensor, x: torch.Tensor,
                  step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        nonlocal noise, kept
-        if step == 0:  # a new chunk: every device with a step is active
-            noise, kept = Noise(model.slices, len(rows)), masks[ids]
+        nonlocal kept, batch_widths, chunk_generators, noise
+        m = len(rows)
+        if step == 0:  # a new chunk, every device active: its whole schedule as [step, row] tables
+            chunk_generators = [generators[row] for row in rows.tolist()]
+            if dp.std > 0 and len(noise.values) < m:
+                noise = Noise(model.slices, m)
+            kept = masks[ids]
             kept = None if bool(kept.all()) else kept
-        local = plan.padded(rows, step)
-        grads, losses, valid = PerSample(model.dim), x.new_zeros(len(rows), 0), x.new_zeros(len(rows), 0)
-        if local.shape[1]:
-            xb, yb, taken = trainer.train_data.gather(ids, local)
-            valid = taken.to(x.dtype)
-            grads, losses = (dense_per_sample(layers, x, xb, yb) if layers is not None
-                             else functional_per_sample(model, x, xb, yb))
-        keep = None if kept is None else kept[:len(rows)]
-        if dp.std > 0:
-            for k, row in enumerate(rows.tolist()):
-                noise.draw(k, dp.std, generators[row])
-        grad = private_gradient(grads, valid, keep, dp, expected[rows], noise.values[:len(rows)] if dp.std else None)
-        return grad, (losses * valid).sum(1), valid.sum(1)
+            counts = steps[rows]
+            span = torch.arange(int(counts.max()))[:, None]
+            r = (plan.start[rows][None, :] + span).clamp_max_(max(len(plan.size) - 1, 0))
+            size = torch.where(span < counts[None, :], plan.size[r] if len(plan.size) else r, 0)
+            tables.update(first=plan.first[r] if len(plan.first) else r, size=size, count=size.to(x.dtype),
+                          expected=expected[rows])
+            batch_widths = size.max(dim=1).values.tolist()
+        first, size, width = tables["first"][step, :m], tables["size"][step, :m], batch_widths[step]
+        # each active device's noise from its own generator, in one call (the rows still training are a prefix)
+        out = noise.draw_rows(dp.std, chunk_generators[:m]) if dp.std > 0 else None
+        keep = None if kept is None else kept[:m]
+        count = tables["count"][step, :m]
+        if not width:
+            return private_gradient(PerSample(model.dim), None, keep, dp, tables["expected"][:m], out), count, count
+        offsets = widths[:width]
+        valid = (offsets < size[:, None]).to(x.dtype)
+        index = stacked[first[:, None] + offsets].flatten()  # padding: any sample, weight 0
+        xb = data.x.index_select(0, index).view(m, width, *data.x.shape[1:])
+        yb = data.y.index_select(0, index).view(m, width)
+        grads, losses = (dense_per_sample(layers, x, xb, yb) if layers is not None
+                         else functional_per_sample(model, x, xb, yb))
+        grad = private_gradient(grads, valid, keep, dp, tables["expected"][:m], out)
+        return grad, (losses * valid).sum(1), count
 
     return trainer.lockstep(bank, masks, momentum, devices, penalty, steps, chunk, gradient)
 
