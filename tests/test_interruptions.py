@@ -117,8 +117,11 @@ def _wait_gone(pid: int, timeout: float = 120.0) -> None:
 def _wait_for(predicate: Callable[[], bool], pid: int, timeout: float = 60.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and _running(pid):
-        if predicate():
-            return True
+        try:
+            if predicate():
+                return True
+        except FileNotFoundError:  # a folder being listed was renamed meanwhile (the run finishing): look again
+            pass
         time.sleep(0.002)
     return False
 
