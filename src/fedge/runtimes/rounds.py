@@ -10,7 +10,8 @@ One round (DPMN order, paper section III.C), every exchange a message on `ctx.tr
 5. exchange: each device requests and receives x̃_j ∘ m_j from every j ∈ S_i (fedge.runtimes.sharing);
 6. combine: the combiner uses what was received (regularizer references, neighbour averaging) or uploads and
    aggregates (server, edge and cloud averages);
-7. evaluate: personalized accuracy of each device's model (or the model its aggregator serves) on its own test set.
+7. evaluate: personalized accuracy of each device's model (or the model its aggregator serves) on its own test set,
+   and of the same models on its own validation split (`val_accuracy_mean`, the metric that tuning reads).
 
 Every sum over devices in the metrics runs in device-id order, so metrics do not depend on storage order.
 """
@@ -210,12 +211,16 @@ def run_round(fed: Federation, ctx: RunContext, trainer: SequentialTrainer | Bat
         metrics.update({"time_round": seconds, "time_total": fed.time_total, "stragglers_dropped": dropped})
     if evaluate:
         served = algorithm.combiner.served(devices, ctx, rnd)
-        accuracies = _complete(env, trainer.evaluate_all(devices.bank if served is None else served, "test",
-                                                         rows=_hosted(env))[0])
+        models = devices.bank if served is None else served
+        accuracies = _complete(env, trainer.evaluate_all(models, "test", rows=_hosted(env))[0])
         fed.accuracies = accuracies
         members = ctx.by_id(torch.nonzero(rnd.members).flatten())
         member_acc = [a for a in accuracies[members].tolist() if not math.isnan(a)]  # NaN: no test samples
         metrics["accuracy_mean"] = sum(member_acc) / len(member_acc) if member_acc else None
         metrics["accuracy_p10"] = percentile(member_acc, 0.10)
+        # The same models on each device's validation split (what tuning may read; the test metrics are for reports)
+        val = _complete(env, trainer.evaluate_all(models, "val", rows=_hosted(env))[0])
+        member_val = [a for a in val[members].tolist() if not math.isnan(a)]  # NaN: no validation samples
+        metrics["val_accuracy_mean"] = sum(member_val) / len(member_val) if member_val else None
     timer.add("evaluate", started)
     return metrics

@@ -42,8 +42,9 @@ from fedge.runtimes.setup import Setup, initial_devices, make_context, prepare, 
 from fedge.runtimes.sharing import PeerExchange
 from fedge.runtimes.trainer import BatchedTrainer, SequentialTrainer, make_trainer, run_threads
 
-SUMMARY_KEYS = ("accuracy_mean", "accuracy_p10", "loss_mean", "bytes_total", "bytes_by_link", "neighbours_mean",
-                "density_mean", "bytes_edge_total", "bytes_backhaul_total", "participants", "time_total")
+SUMMARY_KEYS = ("accuracy_mean", "accuracy_p10", "val_accuracy_mean", "loss_mean", "bytes_total", "bytes_by_link",
+                "neighbours_mean", "density_mean", "bytes_edge_total", "bytes_backhaul_total", "participants",
+                "time_total")
 
 
 def _resume(out: Path, config: ExperimentConfig, algorithm_name: str, fed: Federation,
