@@ -10,8 +10,11 @@ are timed back to back in alternating order; the ratio is per step (DP-SGD's ste
 one less per epoch than the plain one). Wall-clock is the measure; the process's CPU time is recorded too
 (`cpu_step_ratio`, less sensitive to other jobs on a shared machine), and the 1-minute load average before and after
 (`load_average_1min`). `--torch-func` adds the LeNet-5 workloads with per-sample gradients from
-`torch.func.vmap` instead of the layer hooks, the approach the hooks replaced. A measurement, not a test; results go
-to benchmarks/results/ with the machine (`fedge.runfolder.environment()`).
+`torch.func.vmap` instead of the layer hooks, the approach the hooks replaced. `--floors` also times, per workload,
+the two parts of a DP-SGD epoch that only draw random numbers — every device-step's Gaussian noise (`Noise`, as the
+trainers draw it) and the round's Poisson plan (`poisson_plan`) — alone, as fractions of a plain epoch (`floors`):
+a DP-SGD step cannot cost less than 1 + their sum of a plain one. A measurement, not a test; results go to
+benchmarks/results/ with the machine (`fedge.runfolder.environment()`).
 """
 
 from __future__ import annotations
@@ -31,11 +34,12 @@ import torch
 
 from benchmarks.workloads import Workload, experiment, lenet_federation
 from fedge.config import build
+from fedge.core.privacy import Noise
 from fedge.core.streams import Streams
 from fedge.experiment import ExperimentConfig
 from fedge.runfolder import environment
 from fedge.runtimes import dp_sgd
-from fedge.runtimes.batches import batch_plan
+from fedge.runtimes.batches import batch_plan, poisson_plan
 from fedge.runtimes.device_threads import intra_op_threads
 from fedge.runtimes.dp_sgd import DPSGD, dp_sgd_schedule
 from fedge.runtimes.setup import Setup, prepare
@@ -80,6 +84,44 @@ def epoch_seconds(trainer: SequentialTrainer | BatchedTrainer, setup: Setup, dp:
     started, cpu = time.perf_counter(), time.process_time()
     trainer.train_all(bank, masks, None, torch.arange(n), None, generators, dp=dp)
     return time.perf_counter() - started, time.process_time() - cpu
+
+
+def floors(name: str, dp: DPSGD, repeats: int, seed: int, threads: int = 0) -> dict[str, Any]:
+    """CPU seconds of one epoch's noise draws alone and of its Poisson plan alone, against a plain epoch (medians over
+    alternating repeats, and their ratios)."""
+    config, setup = WORKLOADS[name](seed)
+    config.train.threads = threads or config.train.threads
+    trainer = make_trainer(setup.model, setup.data.devices, config.train)
+    sizes = [len(d.y_train) for d in setup.data.devices]
+    rates, steps = dp_sgd_schedule(sizes, 1, config.train.batch_size)
+    n = len(sizes)
+
+    def noise() -> float:
+        generators, rows = Streams(seed).device_generators("train", torch.arange(n), 1), Noise(setup.model.slices, 1)
+        cpu = time.process_time()
+        for generator, count in zip(generators, steps.tolist(), strict=True):
+            for _ in range(count):
+                rows.draw(0, dp.std, generator)
+        return time.process_time() - cpu
+
+    def plan() -> float:
+        generators = Streams(seed).device_generators("train", torch.arange(n), 1)
+        cpu = time.process_time()
+        poisson_plan(sizes, steps.tolist(), rates.tolist(), generators)
+        return time.process_time() - cpu
+
+    parts: dict[str, Callable[[], float]] = {"plain": lambda: epoch_seconds(trainer, setup, None, seed)[1],
+                                             "noise": noise, "poisson_plan": plan}
+    times: dict[str, list[float]] = {k: [] for k in parts}
+    with intra_op_threads(run_threads(setup.model, config.train)):
+        for f in parts.values():
+            f()
+        for _ in range(repeats):
+            for k, f in parts.items():
+                times[k].append(f())
+    plain = statistics.median(times["plain"])
+    return {"workload": name, "epoch_cpu_seconds": times,
+            "of_plain_epoch": {k: statistics.median(v) / plain for k, v in times.items() if k != "plain"}}
 
 
 def measure(name: str, dp: DPSGD, repeats: int, seed: int, functional: bool, threads: int = 0) -> dict[str, Any]:
@@ -132,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", action="append", choices=sorted(WORKLOADS), help="run only these workloads")
     parser.add_argument("--threads", type=int, default=0, help="train.threads (0: as a run, every core)")
     parser.add_argument("--torch-func", action="store_true", help="also LeNet-5 with vmap per-sample gradients")
+    parser.add_argument("--floors", action="store_true", help="also time the noise draws and the Poisson plan alone")
     parser.add_argument("--out", type=Path, help="JSON path (default benchmarks/results/dp-sgd-cost-DATE.json)")
     args = parser.parse_args(argv)
     dp = DPSGD(args.noise_multiplier, args.max_grad_norm)
@@ -148,10 +191,19 @@ def main(argv: list[str] | None = None) -> int:
                   f"{med['dp_sgd']:.3f} s per epoch; DP-SGD step / plain step {ratio['median']:.2f}x "
                   f"(min {ratio['min']:.2f}, max {ratio['max']:.2f}, fastest epochs {ratio['of_fastest']:.2f}; "
                   f"target <= 1.6); CPU time {result['cpu_step_ratio']['median']:.2f}x", flush=True)
+    floor_results = []
+    for name in (args.only or list(WORKLOADS)) if args.floors else []:
+        floor = floors(name, dp, args.repeats, args.seed, args.threads)
+        floor_results.append(floor)
+        share = floor["of_plain_epoch"]
+        print(f"{name}: alone, the noise draws cost {share['noise']:.2f} of a plain epoch's CPU time and the Poisson "
+              f"plan {share['poisson_plan']:.2f}: DP-SGD >= {1 + share['noise'] + share['poisson_plan']:.2f}x",
+              flush=True)
     load += [os.getloadavg()[0]] if hasattr(os, "getloadavg") else []
     report = {"benchmark": "dp_sgd_cost", "dp": {"noise_multiplier": dp.noise_multiplier,
                                                    "max_grad_norm": dp.max_grad_norm},
-              "repeats": args.repeats, "results": results, "environment": environment(), "load_average_1min": load,
+              "repeats": args.repeats, "results": results, "floors": floor_results,
+              "environment": environment(), "load_average_1min": load,
               "date": datetime.date.today().isoformat()}
     suffix = f"-threads{args.threads}" if args.threads else ""
     out = args.out or RESULTS / f"dp-sgd-cost{suffix}-{report['date']}.json"

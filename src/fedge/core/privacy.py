@@ -43,7 +43,7 @@ def outer_sq_norms(left: torch.Tensor, right: torch.Tensor, keep: torch.Tensor |
     ‖l rᵀ‖² = ‖l‖²‖r‖², and with a mask Σ_jk keep_jk l_j² r_k² = ((l²) keep) · r². A linear layer's per-sample weight
     gradient is such a product (the output gradient times the input), which is what makes clipping it cheap
     (Goodfellow 2015, "Efficient per-example gradient computations")."""
-    left2, right2 = left.square(), right.square()
+    left2, right2 = left * left, right * right
     if keep is None:
         return left2.sum(-1) * right2.sum(-1)
     return (torch.matmul(left2, keep.to(left2.dtype)) * right2).sum(-1)
@@ -69,19 +69,23 @@ class PerSample:
     full: list[tuple[slice, torch.Tensor]] = field(default_factory=list)
     outer: list[tuple[slice, slice | None, torch.Tensor, torch.Tensor]] = field(default_factory=list)
 
-    def sq_norms(self, keep: torch.Tensor | None) -> torch.Tensor:
+    def sq_norms(self, keep: torch.Tensor | None, right_sq: Sequence[torch.Tensor | None] = ()) -> torch.Tensor:
         """Squared L2 norms [M, B] of the gradients restricted to the coordinates `keep` [M, d] (None: all). Summed
         as the parts come: `full` parts, the biases of `outer` parts, then their weights (‖l‖²‖r‖², sharing ‖l‖²
-        with the bias): the order of sums of fedge before biases were folded, so results stay bit for bit."""
+        with the bias): the order of sums of fedge before biases were folded, so results stay bit for bit (squares
+        as x·x, which is what `square()` computes, in fewer kernels). `right_sq[k]`, if given and not None, is
+        outer part k's ‖r_b‖² [M, B] computed beforehand (the batched trainer gathers the inputs' once per chunk)."""
         parts: list[torch.Tensor] = []
         for coords, g in self.full:
-            parts.append((g.square() if keep is None else g.square() * keep[:, None, coords]).sum(-1))
+            parts.append((g * g if keep is None else g * g * keep[:, None, coords]).sum(-1))
         if keep is None:
-            left_sq = [left.square().sum(-1) for _, _, left, _ in self.outer]
+            left_sq = [(left * left).sum(-1) for _, _, left, _ in self.outer]
             parts += [l2 for (_, bias, _, _), l2 in zip(self.outer, left_sq, strict=True) if bias is not None]
-            parts += [l2 * right.square().sum(-1) for (_, _, _, right), l2 in zip(self.outer, left_sq, strict=True)]
+            known = list(right_sq) + [None] * (len(self.outer) - len(right_sq))
+            parts += [l2 * (r2 if r2 is not None else (right * right).sum(-1))
+                      for (_, _, _, right), l2, r2 in zip(self.outer, left_sq, known, strict=True)]
         else:
-            parts += [(left.square() * keep[:, None, bias]).sum(-1) for _, bias, left, _ in self.outer
+            parts += [(left * left * keep[:, None, bias]).sum(-1) for _, bias, left, _ in self.outer
                       if bias is not None]
             parts += [outer_sq_norms(left, right, keep[:, weight].view(len(left), left.shape[-1], right.shape[-1]))
                       for weight, _, left, right in self.outer]
@@ -92,30 +96,36 @@ class PerSample:
         return total
 
     def clip_weights(self, max_norm: float | None, valid: torch.Tensor | None,
-                     keep: torch.Tensor | None = None) -> torch.Tensor:
-        """valid_mb · min(1, C / (‖g_mb ∘ keep_m‖ + 1e-6)) [M, B] (`clip_factors`; `valid` None: all samples)."""
+                     keep: torch.Tensor | None = None, right_sq: Sequence[torch.Tensor | None] = ()) -> torch.Tensor:
+        """valid_mb · min(1, C / (‖g_mb ∘ keep_m‖ + 1e-6)) [M, B] (`clip_factors`; `valid` None: all samples;
+        `right_sq` as in `sq_norms`)."""
         if max_norm is None:
             return valid if valid is not None else torch.ones(
                 (self.full[0][1] if self.full else self.outer[0][2]).shape[:2])
-        factors = torch.div(max_norm, self.sq_norms(keep).sqrt_().add_(1e-6)).clamp_max_(1.0)
+        factors = torch.div(max_norm, self.sq_norms(keep, right_sq).sqrt_().add_(1e-6)).clamp_max_(1.0)
         return factors if valid is None else factors.mul_(valid)
 
     def weighted_sum(self, weights: torch.Tensor) -> torch.Tensor:
         """Σ_b weights[m, b] · g_mb [M, d], one batched matrix product per part. (Each product is formed on its own,
         not accumulated into a buffer: `baddbmm_` into a strided view sums in an order that depends on the padded
-        batch width, so a device's result would depend on which other devices train with it.)"""
+        batch width, so a device's result would depend on which other devices train with it.) When the parts tile
+        the coordinates (every layer-hooked model, every dense stack) the pieces are concatenated in one `cat`
+        instead of copied one by one into a buffer: the same numbers, fewer operations."""
         if len(self.full) == 1 and not self.outer and self.full[0][1].shape[-1] == self.dim:
             return torch.bmm(weights.unsqueeze(1), self.full[0][1]).squeeze(1)  # one part holds every coordinate
-        covered = sum(g.shape[-1] for _, g in self.full) + sum(  # the parts are disjoint: all set when they cover
-            left.shape[-1] * (right.shape[-1] + (bias is not None)) for _, bias, left, right in self.outer)
-        out = (weights.new_empty if covered == self.dim else weights.new_zeros)(len(weights), self.dim)
-        row = weights.unsqueeze(1)
-        for coords, g in self.full:
-            out[:, coords] = torch.bmm(row, g).squeeze(1)
+        m, row = len(weights), weights.unsqueeze(1)
+        pieces = [(coords, torch.bmm(row, g).view(m, -1)) for coords, g in self.full]
         for weight, bias, left, right in self.outer:
-            out[:, weight] = outer_weighted_sum(left, right, weights).flatten(1)
+            pieces.append((weight, outer_weighted_sum(left, right, weights).view(m, -1)))
             if bias is not None:
-                out[:, bias] = torch.bmm(row, left).squeeze(1)
+                pieces.append((bias, torch.bmm(row, left).view(m, -1)))
+        pieces.sort(key=lambda piece: piece[0].start)
+        if all(a.stop == b.start for (a, _), (b, _) in zip(pieces, pieces[1:], strict=False)) and pieces and (
+                pieces[0][0].start == 0 and pieces[-1][0].stop == self.dim):
+            return torch.cat([piece for _, piece in pieces], dim=1)
+        out = weights.new_zeros(m, self.dim)
+        for coords, piece in pieces:
+            out[:, coords] = piece
         return out
 
     def dense(self) -> torch.Tensor:

@@ -111,6 +111,22 @@ def poisson_plan(sizes: list[int], steps: list[int], rates: list[float],
                        torch.cumsum(size_all, 0) - size_all, size_all, torch.cumsum(counts, 0) - counts, counts)
 
 
+def gather_padded(x: torch.Tensor, y: torch.Tensor, stacked: torch.Tensor, first: torch.Tensor, size: torch.Tensor,
+                  active: list[int], widths: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Several lockstep steps' padded batches gathered with one index: step k takes rows 0 .. active[k] - 1 of
+    `first` [K, M] and `size` [K, M] (row j's batch is `stacked[first : first + size]`, rows of `x` / `y`), each
+    padded to widths[k] (padding repeats a valid row, weight 0). Returns (x rows, y rows, valid as x's dtype), step
+    after step and row after row: step k's part is a [active[k] * widths[k]] slice, viewed [active[k], widths[k]]."""
+    m, w = torch.tensor(active, dtype=torch.long), torch.tensor(widths, dtype=torch.long)
+    pairs = torch.arange(first.shape[1])[None, :] < m[:, None]  # [K, M]: (step, row) pairs, row-major
+    pair_first, pair_size, pair_width = first[pairs], size[pairs], w.repeat_interleave(m)
+    total = int(pair_width.sum())
+    owner = torch.repeat_interleave(torch.arange(len(pair_width)), pair_width, output_size=total)
+    position = torch.arange(total) - (torch.cumsum(pair_width, 0) - pair_width)[owner]
+    index = stacked[pair_first[owner] + position]
+    return x.index_select(0, index), y.index_select(0, index), (position < pair_size[owner]).to(x.dtype)
+
+
 class Stacked:
     """All devices' samples of one split concatenated, with per-device offsets, for gathered minibatches."""
 
@@ -129,4 +145,4 @@ class Stacked:
 
 
 __all__ = ["BatchPlan", "PoissonPlan", "Stacked", "batch_plan", "dp_sgd_schedule", "expected_batch_sizes",
-           "poisson_plan"]
+           "gather_padded", "poisson_plan"]

@@ -102,21 +102,27 @@ def dense_grad_and_loss(layers: list[DenseLayer], params: torch.Tensor, x: torch
     return grad, loss
 
 
-def dense_per_sample(layers: list[DenseLayer], params: torch.Tensor, x: torch.Tensor,
-                     y: torch.Tensor) -> tuple[PerSample, torch.Tensor]:
+def dense_per_sample(layers: list[DenseLayer], params: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+                     onehot: torch.Tensor | None = None) -> tuple[PerSample, torch.Tensor]:
     """Per-sample gradients of CE(f(params_m, x_mb), y_mb) for DP-SGD, and the per-sample losses [M, B].
 
     For layer l the gradient of sample b is ∂W = ∂z_b h_bᵀ and ∂b = ∂z_b: each layer is kept as the factors
     (∂z [M, B, out], h [M, B, in]), never as [M, B, out, in] (DP-SGD clips and sums them without forming them:
     `fedge.core.privacy.PerSample`; the norm of a sample's weight and bias gradient is ‖∂z_b‖²(‖h_b‖² + 1)).
-    Same backward pass as `dense_grad_and_loss`, without the batch mean.
+    Same backward pass as `dense_grad_and_loss`, without the batch mean. `onehot` [M, B, classes] (y as one-hot
+    floats, which the batched trainer gathers once per block of steps): softmax − onehot in one subtraction, the
+    same numbers as subtracting 1 at y.
     """
     m = y.shape[0]
     h, inputs, pre_activations = _forward(layers, params, x, record=True)
     log_probs = torch.log_softmax(h, dim=2)
-    losses = -log_probs.gather(2, y.unsqueeze(2)).squeeze(2)
+    target = y.unsqueeze(2)
+    losses = -log_probs.gather(2, target).squeeze(2)
     dz = log_probs.exp_()
-    dz.scatter_add_(2, y.unsqueeze(2), torch.full_like(losses, -1.0).unsqueeze(2))
+    if onehot is not None:
+        dz.sub_(onehot)
+    else:
+        dz.scatter_add_(2, target, torch.full_like(target, -1, dtype=dz.dtype))
     grads = PerSample(params.shape[1])
     for i in range(len(layers) - 1, -1, -1):
         layer = layers[i]

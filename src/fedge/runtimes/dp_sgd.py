@@ -29,22 +29,27 @@ Per-sample gradients, each equal to Opacus's `GradSampleModule` ones (tests/runt
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from fedge.config import ConfigError
 from fedge.core.privacy import Noise, PerSample
 from fedge.models.flat import FlatModel
-from fedge.runtimes.batches import dp_sgd_schedule, expected_batch_sizes, poisson_plan
+from fedge.runtimes.batches import dp_sgd_schedule, expected_batch_sizes, gather_padded, poisson_plan
 from fedge.runtimes.dense_stack import dense_per_sample
 from fedge.runtimes.device_threads import Replica, for_each_on_threads
 from fedge.runtimes.per_sample import LayerTaps, functional_per_sample, taps_cover
 
 if TYPE_CHECKING:
     from fedge.runtimes.trainer import BatchedTrainer, Penalty, SequentialTrainer
+
+
+GATHER_BYTES = 8 << 20  # the batched trainer gathers the padded batches of this many bytes of inputs at once
 
 
 @dataclass(frozen=True)
@@ -84,7 +89,8 @@ def needs_dp_path(dp: DPSGD, model: FlatModel, name: str) -> bool:
 
 
 def private_gradient(grads: PerSample, valid: torch.Tensor | None, keep: torch.Tensor | None, dp: DPSGD,
-                     expected: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
+                     expected: torch.Tensor, noise: torch.Tensor | None,
+                     right_sq: Sequence[torch.Tensor | None] = ()) -> torch.Tensor:
     """(Σ_b clip_C(g_b ∘ keep) + noise ∘ keep) / expected [M, d]: the Gaussian mechanism on the clipped sum
     (`PerSample.clip_weights`, one batched matrix product per layer; `valid` [M, B] zeroes padding, None: every
     sample counts; `keep` [M, d] the kept coordinates, None: all), divided by the expected batch size. `noise`
@@ -92,7 +98,7 @@ def private_gradient(grads: PerSample, valid: torch.Tensor | None, keep: torch.T
     a device's result does not depend on how a matrix product accumulates (which can change with the batch of
     devices)."""
     if grads.full or grads.outer:
-        out = grads.weighted_sum(grads.clip_weights(dp.max_grad_norm, valid, keep))
+        out = grads.weighted_sum(grads.clip_weights(dp.max_grad_norm, valid, keep, right_sq))
     else:
         out = torch.zeros(len(expected), grads.dim)
     if noise is not None:
@@ -168,7 +174,10 @@ def train_batched(trainer: BatchedTrainer, bank: torch.Tensor, masks: torch.Tens
     Poisson-sampled batch (padded to the longest), computes all per-sample gradients at once (vmap over devices and
     samples, or the dense-stack backward) and adds each device's noise, drawn from its own generator.
     Returns mean losses over the samples drawn. Without the dense-stack kernels the per-sample gradients [M, B, d]
-    bound the chunk to about 256 MB."""
+    bound the chunk to about 256 MB. The padded batches of a block of steps (about `GATHER_BYTES` of inputs) are
+    gathered with one index, with, for the dense stack, the inputs' squared norms and the labels as one-hot, so a
+    step costs about as many tensor operations as a plain one; none of this changes a number (the same operations
+    on the same values), nor does the block size (tests/core/test_privacy_batched.py)."""
     sizes = [trainer.train_data.sizes[i] for i in devices.tolist()]
     rates, steps = dp_sgd_schedule(sizes, trainer.cfg.epochs, trainer.cfg.batch_size)
     plan = poisson_plan(sizes, steps.tolist(), rates.tolist(), generators)
@@ -182,16 +191,39 @@ def train_batched(trainer: BatchedTrainer, bank: torch.Tensor, masks: torch.Tens
     sample_rows = torch.repeat_interleave(step_rows, plan.size)
     longest = int(plan.size.max()) if len(plan.size) else 0
     stacked = torch.cat([plan.samples + data.offsets[devices][sample_rows], torch.zeros(longest, dtype=torch.long)])
-    widths = torch.arange(longest)
     tables: dict[str, torch.Tensor] = {}
     kept: torch.Tensor | None = None
-    batch_widths: list[int] = []
     chunk_generators: list[torch.Generator] = []
     noise = Noise(model.slices, 0)
+    batches: dict[int, tuple[torch.Tensor, ...]] = {}  # step -> its gathered batch, a block of steps at a time
+    plan_rows: list[int] = []  # per step of the chunk: active devices, padded width
+    plan_widths: list[int] = []
+    row_bytes = data.x[0].numel() * data.x.element_size() if len(data.x) else 4
+
+    def gather(step: int) -> None:
+        """Gather the batches of steps `step` .. (about GATHER_BYTES of inputs) with one index (`gather_padded`);
+        for the dense stack also each input's squared norm and its label as one-hot, for the steps' clipping."""
+        stop, rows = step, 0
+        while stop < len(plan_rows) and (stop == step or rows * row_bytes < GATHER_BYTES):
+            rows, stop = rows + plan_rows[stop] * plan_widths[stop], stop + 1
+        active, widths = plan_rows[step:stop], plan_widths[step:stop]
+        xs, ys, valid = gather_padded(data.x, data.y, stacked, tables["first"][step:stop], tables["size"][step:stop],
+                                      active, widths)
+        counts = [m * w for m, w in zip(active, widths, strict=True)]
+        parts: list[tuple[torch.Tensor, ...]] = [xs.split(counts), ys.split(counts), valid.split(counts)]
+        if layers is not None:
+            flat = xs.view(len(xs), -1)
+            parts += [(flat * flat).sum(-1).split(counts),
+                      F.one_hot(ys, layers[-1].out_features).to(xs.dtype).split(counts)]
+        batches.clear()
+        classes = layers[-1].out_features if layers is not None else 0
+        for k, (m, w, *tensors) in enumerate(zip(active, widths, *parts)):
+            shapes = [(m, w, *data.x.shape[1:]), (m, w), (m, w), (m, w), (m, w, classes)]
+            batches[step + k] = tuple(t.view(shape) for t, shape in zip(tensors, shapes, strict=False))
 
     def gradient(rows: torch.Tensor, ids: torch.Tensor, x: torch.Tensor,
                  step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        nonlocal kept, batch_widths, chunk_generators, noise
+        nonlocal kept, chunk_generators, noise, plan_rows, plan_widths
         m = len(rows)
         if step == 0:  # a new chunk, every device active: its whole schedule as [step, row] tables
             chunk_generators = [generators[row] for row in rows.tolist()]
@@ -205,23 +237,26 @@ def train_batched(trainer: BatchedTrainer, bank: torch.Tensor, masks: torch.Tens
             size = torch.where(span < counts[None, :], plan.size[r] if len(plan.size) else r, 0)
             tables.update(first=plan.first[r] if len(plan.first) else r, size=size, count=size.to(x.dtype),
                           expected=expected[rows])
-            batch_widths = size.max(dim=1).values.tolist()
-        first, size, width = tables["first"][step, :m], tables["size"][step, :m], batch_widths[step]
+            plan_widths = size.max(dim=1).values.tolist()
+            plan_rows = (span < counts[None, :]).sum(1).tolist()
+            batches.clear()
+        if step not in batches:
+            gather(step)
+        xb, yb, valid, *dense = batches.pop(step)
         # each active device's noise from its own generator, in one call (the rows still training are a prefix)
         out = noise.draw_rows(dp.std, chunk_generators[:m]) if dp.std > 0 else None
         keep = None if kept is None else kept[:m]
         count = tables["count"][step, :m]
-        if not width:
+        if not plan_widths[step]:
             return private_gradient(PerSample(model.dim), None, keep, dp, tables["expected"][:m], out), count, count
-        offsets = widths[:width]
-        valid = (offsets < size[:, None]).to(x.dtype)
-        index = stacked[first[:, None] + offsets].flatten()  # padding: any sample, weight 0
-        xb = data.x.index_select(0, index).view(m, width, *data.x.shape[1:])
-        yb = data.y.index_select(0, index).view(m, width)
-        grads, losses = (dense_per_sample(layers, x, xb, yb) if layers is not None
-                         else functional_per_sample(model, x, xb, yb))
-        grad = private_gradient(grads, valid, keep, dp, tables["expected"][:m], out)
-        return grad, (losses * valid).sum(1), count
+        if layers is not None:
+            grads, losses = dense_per_sample(layers, x, xb, yb, dense[1])
+            right_sq = [None] * (len(layers) - 1) + [dense[0]]  # the first layer's input norms, gathered
+        else:
+            (grads, losses), right_sq = functional_per_sample(model, x, xb, yb), []
+        grad = private_gradient(grads, valid, keep, dp, tables["expected"][:m], out, right_sq)
+        # the loss sum as a matrix product, as the gradient sums: the same bits whatever the padded width
+        return grad, torch.bmm(valid.unsqueeze(1), losses.unsqueeze(2)).view(m), count
 
     return trainer.lockstep(bank, masks, momentum, devices, penalty, steps, chunk, gradient)
 
