@@ -68,29 +68,43 @@ def curves(records: list[Record], folder: Path, subtitle: str) -> list[Path]:
     return paths
 
 
+def accuracy_traffic_axes(xs: list[float], groups: list[list[Record]],
+                          label: str = "") -> tuple[plt.Figure, plt.Axes, plt.Axes]:
+    """A figure of accuracy (left axis) and total traffic (right axis, dashed) against `xs`, each point the seed mean
+    ± sd of its group of runs."""
+    acc = [mean_sd(100 * r.accuracy for r in group) for group in groups]
+    mb = [mean_sd(r.mb for r in group) for group in groups]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    ax.errorbar(xs, [m for m, _ in acc], yerr=[s for _, s in acc], color="tab:blue", marker="o", capsize=3,
+                label=f"{label}accuracy (left)")
+    twin = ax.twinx()
+    twin.errorbar(xs, [m for m, _ in mb], yerr=[s for _, s in mb], color="tab:orange", marker="s", capsize=3,
+                  linestyle="--", label=f"{label}traffic (right)")
+    ax.set_xticks(xs)
+    return fig, ax, twin
+
+
+def finish_accuracy_traffic(fig: plt.Figure, ax: plt.Axes, twin: plt.Axes, xlabel: str, title: str,
+                            path: Path) -> Path:
+    """Axis labels, one legend for both axes, and the file."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("mean personalized test accuracy (%)", color="tab:blue")
+    twin.set_ylabel("total traffic (MB)", color="tab:orange")
+    handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
+    ax.legend(handles, [h.get_label() for h in handles], fontsize=8, loc="best")
+    _finish(fig, ax, title, path)
+    return path
+
+
 def delta_study(records: list[Record], devices: int, folder: Path, subtitle: str) -> Path | None:
     """The paper's Fig. 4: DPMN's accuracy (left axis) and total traffic (right axis) against δ."""
     dpmn = select(records, study="delta", algorithm="dpmn", devices=devices)
     deltas = sorted({r.delta for r in dpmn})
     if not deltas:
         return None
-    acc = [mean_sd(100 * r.accuracy for r in select(dpmn, delta=d)) for d in deltas]
-    mb = [mean_sd(r.mb for r in select(dpmn, delta=d)) for d in deltas]
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    ax.errorbar(deltas, [m for m, _ in acc], yerr=[s for _, s in acc], color="tab:blue", marker="o", capsize=3,
-                label="accuracy (left)")
-    ax.set_xticks(deltas)
-    ax.set_xlabel("cosine-similarity threshold δ")
-    ax.set_ylabel("mean personalized test accuracy (%)", color="tab:blue")
-    twin = ax.twinx()
-    twin.errorbar(deltas, [m for m, _ in mb], yerr=[s for _, s in mb], color="tab:orange", marker="s",
-                  capsize=3, linestyle="--", label="traffic (right)")
-    twin.set_ylabel("total traffic (MB)", color="tab:orange")
-    handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
-    ax.legend(handles, [h.get_label() for h in handles], fontsize=8, loc="best")
-    path = folder / FIGURES["delta"]
-    _finish(fig, ax, f"DPMN: effect of δ — {devices} devices, {subtitle}", path)
-    return path
+    fig, ax, twin = accuracy_traffic_axes(deltas, [select(dpmn, delta=d) for d in deltas])
+    return finish_accuracy_traffic(fig, ax, twin, "cosine-similarity threshold δ",
+                                   f"DPMN: effect of δ — {devices} devices, {subtitle}", folder / FIGURES["delta"])
 
 
 def devices_study(records: list[Record], folder: Path, subtitle: str) -> Path | None:

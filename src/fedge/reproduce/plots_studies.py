@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fedge.reproduce.analysis import Decomposition, SweepPoint
-from fedge.reproduce.plots import _finish, plt
+from fedge.reproduce.plots import _finish, accuracy_traffic_axes, finish_accuracy_traffic, plt
 from fedge.reproduce.results import Record, mean_sd, select
 
 STUDY_FIGURES = {
@@ -37,34 +37,21 @@ def decomposition(parts: Decomposition, folder: Path, subtitle: str) -> Path:
 
 
 def density(records: list[Record], folder: Path, subtitle: str) -> Path | None:
-    """DPMN's accuracy (left) and traffic (right) against its target density, DFL's as dashed reference lines."""
+    """DPMN's accuracy (left) and traffic (right) against its target density, DFL's as dotted reference lines."""
     dpmn = select(records, study="density", algorithm="dpmn")
     grid = sorted({r.target_density for r in dpmn})
     if not grid:
         return None
-    acc = [mean_sd(100 * r.accuracy for r in select(dpmn, density=d)) for d in grid]
-    mb = [mean_sd(r.mb for r in select(dpmn, density=d)) for d in grid]
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    ax.errorbar(grid, [m for m, _ in acc], yerr=[s for _, s in acc], color="tab:blue", marker="o", capsize=3,
-                label="dpmn accuracy (left)")
-    twin = ax.twinx()
-    twin.errorbar(grid, [m for m, _ in mb], yerr=[s for _, s in mb], color="tab:orange", marker="s", capsize=3,
-                  linestyle="--", label="dpmn traffic (right)")
+    fig, ax, twin = accuracy_traffic_axes(grid, [select(dpmn, density=d) for d in grid], label="dpmn ")
     dfl = select(records, study="density", algorithm="dfl")
     if dfl:
         ax.axhline(mean_sd(100 * r.accuracy for r in dfl)[0], color="tab:blue", linestyle=":", alpha=0.6,
                    label="dfl accuracy")
         twin.axhline(mean_sd(r.mb for r in dfl)[0], color="tab:orange", linestyle=":", alpha=0.6,
                      label="dfl traffic")
-    ax.set_xticks(grid)
-    ax.set_xlabel("pruning.target_density (fraction of weights kept)")
-    ax.set_ylabel("mean personalized test accuracy (%)", color="tab:blue")
-    twin.set_ylabel("total traffic (MB)", color="tab:orange")
-    handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
-    ax.legend(handles, [h.get_label() for h in handles], fontsize=8, loc="best")
-    path = folder / STUDY_FIGURES["density"]
-    _finish(fig, ax, f"DPMN: accuracy and traffic against density — {subtitle}", path)
-    return path
+    return finish_accuracy_traffic(fig, ax, twin, "pruning.target_density (fraction of weights kept)",
+                                   f"DPMN: accuracy and traffic against density — {subtitle}",
+                                   folder / STUDY_FIGURES["density"])
 
 
 def sweep(points: list[SweepPoint], study: str, folder: Path, subtitle: str) -> Path | None:
