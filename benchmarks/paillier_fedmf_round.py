@@ -17,8 +17,9 @@ Exactness: the decrypted slots equal, as integers, the plaintext fixed-point sum
 the per-item means then differ from the float ones by at most 2^-24. Encryption is spread over `--workers`
 processes (devices encrypt in parallel in a deployment; `encrypt_summed_over_workers` adds up the time each worker
 spent encrypting, i.e. all devices' encryption time together; the 2026-12-02 result file names it
-`encrypt_cpu_all_clients`, though it is measured with each worker's wall clock). `phe` uses gmpy2 when installed (the `secure` extra), about 6× faster than Python integers
-here. A measurement, not a test; results go to benchmarks/results/ with the machine.
+`encrypt_cpu_all_clients`, though it is measured with each worker's wall clock). `phe` uses gmpy2 when installed
+(the `secure` extra), about 6× faster than Python integers here. A measurement, not a test; results go to
+benchmarks/results/ with the machine.
 """
 
 from __future__ import annotations

@@ -133,18 +133,13 @@ def _run_distributed(args: argparse.Namespace) -> int:
     if cfg.privacy.mechanism != "none":
         raise ConfigError(f"privacy.mechanism: {cfg.privacy.mechanism} is not yet available for fedge recsys over "
                           "several processes")
-    rank, _ = distributed.join()
-    try:
-        with distributed.first_says_it(rank):
-            distributed.check_same_config(to_dict(cfg))
+    with distributed.session(to_dict(cfg)) as (rank, _):
         lead = rank == 0
         with distributed.first_says_it(rank):  # e.g. more processes than users
             result = run(dataclasses.replace(cfg, progress=cfg.progress and lead), write=lead,
                          sharding=distributed.placement_shard)
         if lead:
             report(cfg, result.summary)
-    finally:
-        distributed.leave()
     return 0
 
 

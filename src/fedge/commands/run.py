@@ -202,10 +202,8 @@ def _run_distributed(args: argparse.Namespace, config: ExperimentConfig, checkpo
     if config.secure.aggregation != "none":
         raise ConfigError(f"secure.aggregation: {config.secure.aggregation} is not yet available for runs over "
                           "several processes")
-    rank, world = distributed.join()
-    try:
+    with distributed.session(to_dict(config)) as (rank, world):
         with distributed.first_says_it(rank):
-            distributed.check_same_config(to_dict(config))
             placement = distributed.placement(config.data.devices)
         lead = rank == 0
         out = Path(config.out)
@@ -230,6 +228,4 @@ def _run_distributed(args: argparse.Namespace, config: ExperimentConfig, checkpo
                     "results": [{k: v for k, v in r.summary.items() if k != "config"} for r in results]})
         if lead:
             print_results(config, [r.summary for r in results])
-    finally:
-        distributed.leave()
     return 0

@@ -80,6 +80,19 @@ def first_says_it(rank: int) -> Iterator[None]:
         raise
 
 
+@contextlib.contextmanager
+def session(resolved: dict[str, object]) -> Iterator[tuple[int, int]]:
+    """Join the process group, refuse to start unless every process resolved the same config (said once, by rank
+    0), yield (rank, world size), and leave the group at the end, whatever happens."""
+    rank, world = join()
+    try:
+        with first_says_it(rank):
+            check_same_config(resolved)
+        yield rank, world
+    finally:
+        leave()
+
+
 def check_same_config(resolved: dict[str, object]) -> None:
     """Refuse to start unless every rank resolved the same config (its hash, compared on every rank)."""
     digest = hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()
@@ -155,4 +168,5 @@ class Shard:
         return merged
 
 
-__all__ = ["Shard", "check_same_config", "first_says_it", "join", "launched", "leave", "placement", "placement_shard"]
+__all__ = ["Shard", "check_same_config", "first_says_it", "join", "launched", "leave", "placement", "placement_shard",
+           "session"]
