@@ -168,6 +168,16 @@ def upload_body(updates: torch.Tensor, dp: UserLevel | None, value_dtype: str) -
     return Models.one_each(clipped, value_dtype=value_dtype)
 
 
+def round_senders(ctx: RunContext, rnd: Round, dp: UserLevel | None) -> torch.Tensor:
+    """The rows of this round's participants, in id order; under user-level DP the round's sampling is accounted
+    first (every online device was subject to it, whether or not anyone was sampled)."""
+    if dp is not None:
+        dp.observe_population(int(rnd.online.sum()))
+        if ctx.privacy is not None:
+            ctx.privacy.record(torch.nonzero(rnd.online).flatten(), dp.update_noise_multiplier, dp.cfg.sample_rate)
+    return ctx.by_id(torch.nonzero(rnd.participants).flatten())
+
+
 class ServerAveraging(Combiner):
     """FedAvg's server (in the cloud: every message crosses the device-server link).
 
@@ -202,12 +212,7 @@ class ServerAveraging(Combiner):
         self.held[got.route.receivers] = self.version
 
     def combine(self, devices: DeviceState, ctx: RunContext, rnd: Round, inbox: Inbox) -> None:
-        senders = ctx.by_id(torch.nonzero(rnd.participants).flatten())
-        if self.dp is not None:  # every online device was subject to the sampling
-            self.dp.observe_population(int(rnd.online.sum()))
-            if ctx.privacy is not None:
-                ctx.privacy.record(torch.nonzero(rnd.online).flatten(), self.dp.update_noise_multiplier,
-                                   self.dp.cfg.sample_rate)
+        senders = round_senders(ctx, rnd, self.dp)
         if len(senders) == 0:
             return
         self.held[senders] = -1  # they trained: their rows are no longer the server's model

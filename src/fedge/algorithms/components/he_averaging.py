@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fedge.algorithms.components.combining import ServerAveraging, client_weights, rows_of
+from fedge.algorithms.components.combining import ServerAveraging, client_weights, round_senders, rows_of
 from fedge.algorithms.context import Round, RunContext
 from fedge.algorithms.state import DeviceState
 from fedge.config import ConfigError
@@ -156,12 +156,7 @@ class EncryptedAveraging(ServerAveraging):
         self.server_context = got.body.blobs[0]
 
     def combine(self, devices: DeviceState, ctx: RunContext, rnd: Round, inbox: Inbox) -> None:
-        senders = ctx.by_id(torch.nonzero(rnd.participants).flatten())
-        if self.dp is not None:  # every online device was subject to the sampling
-            self.dp.observe_population(int(rnd.online.sum()))
-            if ctx.privacy is not None:
-                ctx.privacy.record(torch.nonzero(rnd.online).flatten(), self.dp.update_noise_multiplier,
-                                   self.dp.cfg.sample_rate)
+        senders = round_senders(ctx, rnd, self.dp)
         if len(senders) == 0:
             return
         if self.server_context is None:
