@@ -8,16 +8,19 @@
   its grid at the best λ, σ. The score of a setting is `val_accuracy_mean` (each device's accuracy on its own
   validation split, `data.val_fraction` of its training data) averaged over the last `--late` evaluated rounds and
   over the tuning seeds (default 100, 101; never reported). The chosen setting has the highest score; a tie goes to
-  the shipped default, then to the earlier grid point. Test accuracy is recorded for every run but never read by the
-  choice (a test checks that).
-* `report`: on the reported seeds (default 0, 1, 2), `dpmn` at the chosen setting, at the shipped default, `dpmn-r`
+  the candidate keeping more of the shipped default's values, then to the earlier grid point. Test accuracy is
+  recorded for every run but never read by the choice (a test checks that).
+* `report`: on the reported seeds (default 0, 1, 2), `dpmn` at the chosen setting, at the shipped default and at
+  the defaults before issue 17 (λ 0.2, σ 1e-3, δ 0.2; each where it differs from the chosen one), `dpmn-r`
   at the chosen λ, σ (the ablation of the neighbour rule), `local` and `dfl`: final-round and late-rounds test
   accuracy, mean ± sample sd, and DPMN's paired differences against each, called "established" only when all seeds
   agree in sign and the mean exceeds the differences' sd, "not established" otherwise.
 
-Both stages merge into `--out` (default benchmarks/results/dpmn-tuning-<date>.json) with the machine
-(`environment()`). `--reuse FILE...` takes runs of the same algorithm, seed, λ, σ, δ and rounds from earlier files
-instead of rerunning them (the simulator is deterministic on one machine; reused runs are marked `"reused": true`).
+`--partition dirichlet:1` runs either stage on another label partition (to check a choice where collaboration may
+pay); the file records the partition. Both stages merge into `--out` (default
+benchmarks/results/dpmn-tuning-<date>.json) with the machine (`environment()`). `--reuse FILE...` takes runs of the
+same algorithm, seed, λ, σ, δ and rounds from earlier files instead of rerunning them (the simulator is
+deterministic on one machine; reused runs are marked `"reused": true`).
 """
 
 from __future__ import annotations
@@ -31,18 +34,24 @@ from pathlib import Path
 from typing import Any
 
 from fedge.config import build
-from fedge.experiment import ExperimentConfig
+from fedge.experiment import ExperimentConfig, NeighbourConfig, RegularizerConfig
 from fedge.runfolder import environment
 from fedge.runtimes.setup import prepare
 from fedge.runtimes.simulator import simulate
 
-DEFAULT = {"lam": 0.2, "sigma": 1e-3, "delta": 0.2}  # the shipped defaults (src/fedge/experiment.py)
+DEFAULT = {"lam": RegularizerConfig().lam, "sigma": RegularizerConfig().sigma,  # the shipped defaults
+           "delta": NeighbourConfig().delta}
+PREVIOUS = {"lam": 0.2, "sigma": 1e-3, "delta": 0.2}  # the defaults before issue 17 (chosen on the test metric)
 LAMS, SIGMAS, DELTAS = (0.05, 0.2, 0.5, 1.0), (1e-4, 1e-3, 1e-2), (0.1, 0.2, 0.3)
 REFERENCES = ("dpmn-r", "local", "dfl")
 
 
+PARTITION: list[str] = []  # --partition: a data.partition other than the default (checked, not reported)
+
+
 def config_for(algorithm: str, seed: int, setting: dict[str, float], rounds: int) -> ExperimentConfig:
-    return build(ExperimentConfig, {"algorithms": [algorithm], "rounds": rounds, "seed": seed,
+    data = {"partition": PARTITION[0]} if PARTITION else {}
+    return build(ExperimentConfig, {"algorithms": [algorithm], "rounds": rounds, "seed": seed, "data": data,
                                     "regularizer": {"lam": setting["lam"], "sigma": setting["sigma"]},
                                     "neighbours": {"delta": setting["delta"]}})
 
@@ -78,11 +87,12 @@ def run(algorithm: str, seed: int, setting: dict[str, float], rounds: int, late:
 
 
 def choose(scored: list[dict[str, Any]]) -> dict[str, Any]:
-    """The highest `score` (within 1e-9: float sums are not ties by accident); a tie goes to the shipped default,
-    then to the earlier candidate. Reads nothing else."""
+    """The highest `score` (within 1e-9: float sums are not ties by accident); a tie goes to the candidate that keeps
+    more of the shipped default's values (no change without evidence: in the δ stage, the shipped δ), then to the
+    earlier candidate. Reads nothing else."""
     best = max(r["score"] for r in scored)
     tied = [r for r in scored if r["score"] >= best - 1e-9]
-    return next((r for r in tied if all(r[k] == v for k, v in DEFAULT.items())), tied[0])
+    return max(tied, key=lambda r: sum(r[k] == v for k, v in DEFAULT.items()))  # max keeps the first of equals
 
 
 def _score(runs: list[dict[str, Any]], setting: dict[str, float]) -> dict[str, Any]:
@@ -106,7 +116,8 @@ def tune(seeds: list[int], rounds: int, late: int, lams: list[float], sigmas: li
     chosen = choose(deltas_scored)
     return {"seeds": seeds, "rounds": rounds, "late_rounds": late,
             "rule": f"highest mean over tuning seeds of val_accuracy_mean averaged over the last {late} rounds; "
-                    "λ×σ first (δ default), then δ at the best λ, σ; ties to the shipped default, then grid order",
+                    "λ×σ first (δ default), then δ at the best λ, σ; ties to the candidate keeping more shipped "
+                    "default values, then grid order",
             "grid": grid, "delta_grid": deltas_scored,
             "chosen": {k: chosen[k] for k in DEFAULT}, "chosen_score": chosen["score"],
             "default_score": next((r["score"] for r in grid if all(r[k] == v for k, v in DEFAULT.items())), None),
@@ -127,8 +138,9 @@ def verdict(differences: list[float]) -> str:
 def report(chosen: dict[str, float], seeds: list[int], rounds: int, late: int) -> dict[str, Any]:
     setups: dict[int, Any] = {}
     arms = {"dpmn": ("dpmn", chosen)}
-    if chosen != DEFAULT:
-        arms["dpmn (shipped default)"] = ("dpmn", DEFAULT)
+    for name, setting in (("dpmn (shipped default)", DEFAULT), ("dpmn (default before issue 17)", PREVIOUS)):
+        if setting != chosen and all(setting != s for _, s in arms.values()):
+            arms[name] = ("dpmn", setting)
     arms.update({name: (name, chosen) for name in REFERENCES})
     runs = {arm: [run(algorithm, s, setting, rounds, late, setups) for s in seeds]
             for arm, (algorithm, setting) in arms.items()}
@@ -159,9 +171,14 @@ def main() -> None:
     parser.add_argument("--sigmas", type=float, nargs="+", default=list(SIGMAS))
     parser.add_argument("--deltas", type=float, nargs="+", default=list(DELTAS))
     parser.add_argument("--out", default=f"benchmarks/results/dpmn-tuning-{datetime.date.today()}.json")
+    parser.add_argument("--partition", help="data.partition for every run (e.g. dirichlet:1); default: the shipped one")
     parser.add_argument("--reuse", nargs="*", default=[], metavar="JSON",
                         help="earlier results files whose runs (same algorithm, seed, λ, σ, δ, rounds) are reused")
     args = parser.parse_args()
+    if args.partition:
+        if args.reuse:
+            parser.error("--reuse keys runs without their partition: not with --partition")
+        PARTITION.append(args.partition)
     for earlier in args.reuse:
         for stage in json.loads(Path(earlier).read_text()).values():
             for r in stage.get("runs", []) if isinstance(stage, dict) else []:
@@ -169,6 +186,7 @@ def main() -> None:
     path = Path(args.out)
     results = json.loads(path.read_text()) if path.exists() else {}
     results["environment"] = environment()
+    results["partition"] = args.partition or "default"
     if args.stage == "tune":
         if set(args.tuning_seeds) & set(args.seeds):
             parser.error("the tuning seeds must not be reported seeds")

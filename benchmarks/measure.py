@@ -1,4 +1,5 @@
-"""Timed runs of one contender each: fedge's simulator, its trainers alone, the bare loop, Flower (subprocess)."""
+"""Timed runs of one contender each: fedge's simulator and its trainers alone (in this process), Flower (a fresh
+subprocess per run); the bare loop's fresh processes are `benchmarks.bare.bare_limit`."""
 
 from __future__ import annotations
 
@@ -48,20 +49,22 @@ def spread(values: list[float]) -> dict[str, float]:
 
 def fedge_round_throughput(workload: Workload, algorithm: str, setup: Setup, rounds: int, seed: int,
                            threads: int, batched: str = "auto") -> dict[str, Any]:
-    """Samples/s of `rounds` rounds of `algorithm`, everything included (train, prune, select, exchange, combine,
-    evaluate every round). With rounds >= 2 the first round is left out: it is the one without neighbours."""
+    """Samples/s of `rounds` rounds of `algorithm`: train, prune (with its validation pass), select, exchange and
+    combine; the evaluation phase is left out, as the bare loop and Flower do not evaluate (its time is in
+    "phase_seconds"). With rounds >= 2 the first round is left out: it is the one without neighbours."""
     config = experiment(workload, algorithm, rounds, seed, threads, batched)
     stamps: list[float] = []
     started = time.perf_counter()
     summary = simulate(config, algorithm, None, setup=setup,
                        on_round=lambda _: stamps.append(time.perf_counter())).summary
     edges = [started, *stamps]
-    durations = [b - a for a, b in zip(edges, edges[1:])]
+    evaluation = [phases.get("evaluate", 0.0) for phases in summary["phase_seconds_by_round"]]
+    durations = [b - a - e for a, b, e in zip(edges, edges[1:], evaluation)]
     measured = durations[1:] if len(durations) > 1 else durations
     per_round = int(setup.data.train_sizes.sum())
     return {
         "samples_per_s": len(measured) * per_round / sum(measured),
-        "round_seconds": durations,
+        "round_seconds": durations,  # without the evaluation phase
         # the rounds measured for throughput (2.. when rounds >= 2), and the first round on its own
         "phase_seconds": _sum_phases(summary["phase_seconds_by_round"][1:] if rounds > 1
                                      else summary["phase_seconds_by_round"]),
@@ -105,7 +108,7 @@ def flower_python(explicit: str | None) -> str | None:
 
 
 def flower_throughput(python: str, workload: Workload, rounds: int, seed: int, timeout: float) -> dict[str, Any]:
-    """Run `benchmarks.flower_sim` in a subprocess; returns its JSON (or an "error" entry)."""
+    """Run `benchmarks.flower_sim` in a fresh subprocess; returns its JSON (or an "error" entry)."""
     command = [python, "-m", "benchmarks.flower_sim", "--clients", str(workload.clients), "--samples",
                str(workload.samples), "--rounds", str(rounds), "--seed", str(seed)]
     env = {**os.environ, "RAY_DEDUP_LOGS": "0", "PYTHONPATH": str(ROOT)}

@@ -3,19 +3,21 @@
     python -m benchmarks.run [--repeats 3] [--rounds 2] [--client-scale 1.0] [--only lenet5] [--out FILE]
                              [--flower-python PATH | --no-flower] [--threads 1]
 
-For each workload (benchmarks.workloads) and each repeat, the contenders run interleaved (bare loop, then each fedge
-algorithm), so machine load hits all of them alike; ratios are taken per repeat and reported as min/median/max.
-Flower (optional extra `flwr[simulation]`) runs once per LeNet workload in a subprocess; without it the runner says
-so and skips it. Also printed: where a fedge round's time goes, sequential vs batched local training, peak memory.
-Results go to a JSON file (default benchmarks/results/latest.json). Measurements, not tests: nothing is asserted.
+For each workload (benchmarks.workloads) and each repeat, the contenders run interleaved (the bare loop's two
+configurations, each in fresh processes, then each fedge algorithm, then Flower in a fresh process), so machine load
+hits all of them alike; ratios are taken per repeat and reported as min/median/max. The limit of a repeat is the
+better of the bare loop's configurations (`benchmarks.bare`). Flower (optional extra `flwr[simulation]`) runs once
+per repeat on the LeNet workloads; without it the runner says so and skips it. Evaluation is timed by none of them
+(fedge's evaluation phase is subtracted; its share is in the breakdown). Also printed: where a fedge round's time
+goes, sequential vs batched local training, peak memory. Results go to a JSON file (default
+benchmarks/results/latest.json) with the environment (fedge, torch, CPU model and capability, threads, load).
+Measurements, not tests: nothing is asserted.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import platform
-import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,7 @@ from typing import Any
 import torch
 from rich.markup import escape
 
-from benchmarks.bare import bare_fedavg
+from benchmarks.bare import bare_limit
 from benchmarks.measure import (
     fedge_round_throughput,
     flower_python,
@@ -35,6 +37,7 @@ from benchmarks.measure import (
 )
 from benchmarks.workloads import Workload, experiment, lenet_federation, standard_workloads
 from fedge.output import atomic_write_json, console, print_table
+from fedge.runfolder import environment
 from fedge.runtimes.setup import prepare
 
 PHASES = ("train", "prune", "select", "exchange", "combine", "evaluate")
@@ -50,8 +53,6 @@ def warm_up(args: argparse.Namespace) -> None:
         for algorithm in workload.algorithms:
             fedge_round_throughput(workload, algorithm, setup, 2, args.seed, args.threads, args.batched)
         trainer_throughput(setup, workload, args.seed, args.threads)
-        if model == "lenet5":
-            bare_fedavg(2, samples, 1, args.seed)
 
 
 def run_workload(workload: Workload, args: argparse.Namespace, flower: str | None) -> dict[str, Any]:
@@ -68,10 +69,14 @@ def run_workload(workload: Workload, args: argparse.Namespace, flower: str | Non
     first_round: dict[str, dict[str, float]] = {}  # round 1 (bootstrap probes, no neighbours yet), not measured
     trainer_kind: dict[str, str] = {}
     repeats = 1 if workload.clients > 5000 else args.repeats
+    flower_runs: list[dict[str, Any]] = []
+    bare_runs: list[dict[str, Any]] = []
     for _ in range(repeats):
         if "bare" in workload.baselines:
-            runs.setdefault("bare", []).append(
-                bare_fedavg(workload.clients, workload.samples, 1, args.seed)["samples_per_s"])
+            bare_runs.append(bare_limit(workload.clients, workload.samples, args.bare_rounds, args.seed, args.cores))
+            runs.setdefault("bare-limit", []).append(bare_runs[-1]["limit"])
+            for name, measured in bare_runs[-1]["configurations"].items():
+                runs.setdefault(f"bare {name}", []).append(measured["samples_per_s"])
         for algorithm in workload.algorithms:
             result = fedge_round_throughput(workload, algorithm, setup, args.rounds, args.seed, args.threads,
                                             args.batched)
@@ -83,13 +88,17 @@ def run_workload(workload: Workload, args: argparse.Namespace, flower: str | Non
             first = first_round.setdefault(algorithm, dict.fromkeys(PHASES, 0.0))
             for phase, seconds in result["first_round_phase_seconds"].items():
                 first[phase] = first.get(phase, 0.0) + seconds
+        if "flower" in workload.baselines and flower is not None and not args.no_flower:
+            flower_runs.append(flower_throughput(flower, workload, args.flower_rounds, args.seed, args.flower_timeout))
     out: dict[str, Any] = {"workload": workload.name, "model": workload.model, "devices": workload.clients,
                            "samples_per_round": samples, "data": workload.data_label, "repeats": repeats,
                            "samples_per_s": {name: spread(values) for name, values in runs.items()},
                            "trainer": trainer_kind}
-    if "bare" in runs:
-        out["ratio_to_bare"] = {algorithm: spread([f / b for f, b in zip(runs[f"fedge-{algorithm}"], runs["bare"])])
-                                for algorithm in workload.algorithms}
+    if bare_runs:
+        out["bare"] = bare_runs
+        out["ratio_to_limit"] = {algorithm: spread([f / b for f, b in zip(runs[f"fedge-{algorithm}"],
+                                                                          runs["bare-limit"])])
+                                 for algorithm in workload.algorithms}
     out["breakdown"] = {algorithm: {phase: seconds / max(sum(total.values()), 1e-12)
                                     for phase, seconds in total.items()} for algorithm, total in phases.items()}
     out["first_round_breakdown"] = {algorithm: {phase: seconds / max(sum(total.values()), 1e-12)
@@ -106,11 +115,14 @@ def run_workload(workload: Workload, args: argparse.Namespace, flower: str | Non
             out["flower"] = {"skipped": "flwr[simulation] is not importable (pip install 'fedge[flower]' or pass "
                                         "--flower-python)"}
         else:
-            result = flower_throughput(flower, workload, args.flower_rounds, args.seed, args.flower_timeout)
-            out["flower"] = result
-            if "samples_per_s" in result:
-                out["ratio_to_flower"] = {a: statistics.median(runs[f"fedge-{a}"]) / result["samples_per_s"]
+            out["flower"] = {"runs": flower_runs}
+            measured = [r["samples_per_s"] for r in flower_runs if "samples_per_s" in r]
+            if len(measured) == len(flower_runs):
+                out["flower"]["samples_per_s"] = spread(measured)
+                out["ratio_to_flower"] = {a: spread([f / w for f, w in zip(runs[f"fedge-{a}"], measured)])
                                           for a in workload.algorithms}
+            else:
+                out["flower"]["error"] = "; ".join(r["error"] for r in flower_runs if "error" in r)
     out["peak_memory_mb"] = peak_memory_mb()
     out["selection_mixing_fraction"] = {a: b["select"] + b["exchange"] + b["combine"]
                                         for a, b in out["breakdown"].items()}
@@ -121,16 +133,14 @@ def report(result: dict[str, Any]) -> None:
     name = result["workload"]
     rows = [[who, s["min"], s["median"], s["max"]] for who, s in result["samples_per_s"].items()]
     if "flower" in result and "samples_per_s" in result["flower"]:
-        rows.append(["flower", "", result["flower"]["samples_per_s"], ""])
+        s = result["flower"]["samples_per_s"]
+        rows.append(["flower", s["min"], s["median"], s["max"]])
     print_table(f"{name}: training samples/s", ["contender", "min", "median", "max"], rows)
-    for key, label in (("ratio_to_bare", "fedge / bare loop"),):
+    for key, label in (("ratio_to_limit", "fedge / bare-loop limit"), ("ratio_to_flower", "fedge / Flower")):
         if key in result:
             print_table(f"{name}: {label} (per repeat)", ["algorithm", "min", "median", "max"],
                         [[a, s["min"], s["median"], s["max"]] for a, s in result[key].items()])
-    if "ratio_to_flower" in result:
-        print_table(f"{name}: fedge / Flower (median)", ["algorithm", "ratio"],
-                    [[a, r] for a, r in result["ratio_to_flower"].items()])
-    elif "flower" in result:
+    if "flower" in result and "ratio_to_flower" not in result:
         console.print("[yellow]Flower: " + escape(str(result["flower"].get("skipped") or result["flower"].get("error")))
                       + "[/]")
     print_table(f"{name}: where a round's time goes (fraction)", ["algorithm", *PHASES],
@@ -153,7 +163,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--client-scale", type=float, default=1.0, help="shrink the workloads (smoke/quick runs)")
     parser.add_argument("--only", action="append", default=[],
                         help="run this workload (exact name, else all names containing it)")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads for fedge and the bare loop")
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
+                        help="fedge's train.threads and torch intra-op threads (default: every core)")
+    parser.add_argument("--cores", type=int, default=len(os.sched_getaffinity(0)),
+                        help="cores the bare-loop limit may use (1 process x cores threads, cores processes x 1)")
+    parser.add_argument("--bare-rounds", type=int, default=2, help="timed bare-loop rounds (after one warm-up)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batched", choices=("auto", "on", "off"), default="auto", help="fedge's train.batched")
     parser.add_argument("--no-trainer-comparison", action="store_true",
@@ -172,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     flower = None if args.no_flower else flower_python(args.flower_python)
     if flower is None and not args.no_flower:
         console.print(escape("Flower is not installed here (optional extra flwr[simulation]): skipping it."))
+    load_at_start = os.getloadavg()
     warm_up(args)
     results = []
     for workload in workloads:
@@ -179,8 +194,8 @@ def main(argv: list[str] | None = None) -> int:
         report(results[-1])
         atomic_write_json(args.out, {
             "command": "python -m benchmarks.run " + " ".join(argv if argv is not None else os.sys.argv[1:]),
-            "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
-                        "torch": torch.__version__, "threads": args.threads, "load_average_at_end": os.getloadavg()},
+            "environment": {**environment(), "threads": args.threads, "cores_for_the_limit": args.cores,
+                            "load_average_at_start": load_at_start, "load_average_at_end": os.getloadavg()},
             "results": results,
         })
     console.print(f"wrote {args.out}")

@@ -89,9 +89,11 @@ class NeighbourConfig:
 
 @dataclass
 class RegularizerConfig:
-    lam: NonNegativeFloat = 0.2  # λ in (1); 2λ is the proximal coefficient of an identical neighbour
+    # λ in (1); 2λ is the proximal coefficient of an identical neighbour. λ and σ were chosen on validation data
+    # (digits default, tuning seeds 100/101: benchmarks/dpmn_tuning.py, docs/dpmn.md); before issue 17: 0.2, 1e-3
+    lam: NonNegativeFloat = 0.05
     # σ in J(z) = 1 − exp(−z/σ), z the mean squared difference on the overlap (docs/dpmn.md)
-    sigma: PositiveFloat = 0.001
+    sigma: PositiveFloat = 1e-4
 
 
 @dataclass

@@ -20,14 +20,21 @@ from fedge.runtimes.trainer import BatchedTrainer, SequentialTrainer, choose_bat
 def test_runner_writes_ratios_breakdown_and_memory(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     assert main(["--client-scale", "0.004", "--repeats", "1", "--rounds", "2", "--no-flower", "--out", str(out),
+                 "--threads", "1", "--cores", "2",
                  "--only", "lenet5-2x64", "--only", "mlp-synthetic-4"]) == 0
     report = json.loads(out.read_text())
     names = [r["workload"] for r in report["results"]]
     assert names == ["lenet5-2x64", "mlp-synthetic-4"]
     lenet, mlp = report["results"]
-    assert set(lenet["ratio_to_bare"]) == {"fedavg", "dfl", "dpmn"}
-    for spread in lenet["ratio_to_bare"].values():
+    assert set(lenet["ratio_to_limit"]) == {"fedavg", "dfl", "dpmn"}
+    for spread in lenet["ratio_to_limit"].values():
         assert 0 < spread["min"] <= spread["median"] <= spread["max"]
+    (bare,) = lenet["bare"]  # one repeat: both configurations of the bare loop, each in fresh processes
+    assert set(bare["configurations"]) == {"1 process x 2 threads", "2 processes x 1 thread"}
+    assert bare["limit"] == max(c["samples_per_s"] for c in bare["configurations"].values())
+    assert lenet["samples_per_s"]["bare-limit"]["median"] == bare["limit"]
+    environment = report["environment"]
+    assert {"fedge", "torch", "cpu", "cpu_capability", "threads"} <= set(environment)
     assert lenet["flower"] == {"skipped": "--no-flower"}
     for breakdown in (*lenet["breakdown"].values(), *mlp["breakdown"].values()):
         assert sum(breakdown.values()) == pytest.approx(1.0)

@@ -38,12 +38,22 @@ def _tuple(setting: dict[str, float]) -> tuple[float, float, float]:
 
 
 def test_ties_go_to_the_shipped_default_then_grid_order() -> None:
-    grid = [{**dpmn_tuning.DEFAULT, "lam": 0.05, "score": 0.9}, {**dpmn_tuning.DEFAULT, "score": 0.9},
-            {**dpmn_tuning.DEFAULT, "lam": 1.0, "score": 0.8}]
-    assert dpmn_tuning.choose(grid)["lam"] == dpmn_tuning.DEFAULT["lam"]
-    assert dpmn_tuning.choose([grid[0], grid[2]])["lam"] == 0.05
+    default = dpmn_tuning.DEFAULT
+    other_lam, far_lam = default["lam"] + 0.5, default["lam"] + 1.0
+    grid = [{**default, "lam": other_lam, "score": 0.9}, {**default, "score": 0.9}, {**default, "lam": far_lam,
+                                                                                      "score": 0.8}]
+    assert dpmn_tuning.choose(grid)["lam"] == default["lam"]
+    assert dpmn_tuning.choose([grid[0], grid[2]])["lam"] == other_lam
     grid[0]["score"] += 1e-12  # float noise is no win
-    assert dpmn_tuning.choose(grid)["lam"] == dpmn_tuning.DEFAULT["lam"]
+    assert dpmn_tuning.choose(grid)["lam"] == default["lam"]
+    # the δ stage: neither candidate is the shipped setting; the tie goes to the one keeping the shipped δ
+    deltas = [{**default, "lam": other_lam, "delta": default["delta"] + 0.1, "score": 0.9},
+              {**default, "lam": other_lam, "score": 0.9}]
+    assert dpmn_tuning.choose(deltas)["delta"] == default["delta"]
+    # nothing shipped in either: grid order
+    far = [{"lam": far_lam, "sigma": 1.0, "delta": 1.0, "score": 0.9}, {"lam": other_lam, "sigma": 1.0,
+                                                                          "delta": 1.0, "score": 0.9}]
+    assert dpmn_tuning.choose(far)["lam"] == far_lam
 
 
 def test_verdict_needs_agreeing_seeds_and_a_mean_beyond_the_spread() -> None:

@@ -57,14 +57,3 @@ def require_files(folder: Path | None, names: list[str], dataset: str) -> Path:
     if missing:
         raise DataError(f"{dataset}: missing {', '.join(missing)} in {folder} (put the files there or pass --download)")
     return folder
-
-
-def normalise_images(x: torch.Tensor) -> torch.Tensor:
-    """Scale uint8-range images to [0, 1] and standardise each channel to mean 0, std 1 (statistics of `x`)."""
-    x = x.to(torch.float32)
-    if x.max() > 1.0:
-        x = x / 255.0
-    dims = [0] + list(range(2, x.dim()))
-    mean = x.mean(dim=dims, keepdim=True)
-    std = x.std(dim=dims, keepdim=True).clamp_min(1e-6)
-    return (x - mean) / std
