@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", help="folder holding the dataset's files (fmnist, cifar10, emnist)")
     parser.add_argument("--quick", action="store_true",
                         help="15 rounds, 2 seeds, device study on dpmn/dpmn-r/dfl only "
-                             "(42 cells on digits, about 6 CPU-minutes)")
+                             "(42 cells on digits, 2-6 CPU-minutes)")
     parser.add_argument("--seeds", type=int, help="seeds per cell, reported as mean ± sd (default 3; --quick 2)")
     parser.add_argument("--workers", type=int, help="worker processes (default: number of CPU cores)")
     parser.add_argument("--out", help="report folder; also holds the cell cache (default runs/reproduce-DATASET)")

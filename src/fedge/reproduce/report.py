@@ -100,8 +100,9 @@ def render(info: RunInfo, records: list[Record], verdicts: list[Verdict], rules:
                                      if "delta" in studies else "")
            + (f" Device study: N ∈ {{{', '.join(str(n) for n in info.device_counts)}}}." if "devices" in studies
               else ""), "",
-           f"Studies: {', '.join(studies)}. Every setting is the preset's default or the command's; nothing was "
-           f"tuned, on test or validation data.", "", "## Verdicts", ""]
+           f"Studies: {', '.join(studies)}. Every setting is the preset's default or the command's (DPMN's λ, σ, "
+           f"δ are its shipped defaults, chosen on validation data on the 2-class digits default); nothing was "
+           f"tuned for this report, on test or validation data.", "", "## Verdicts", ""]
     for v in verdicts:
         out += [f"**{v.title}: {v.status.upper()}.** {v.text}", "", f"*Rule:* {v.rule}", ""]
     out += [f"## Main comparison ({info.devices} devices, {info.rounds} rounds)", "",
