@@ -117,12 +117,12 @@ def run_workload(workload: Workload, args: argparse.Namespace, flower: str | Non
         else:
             out["flower"] = {"runs": flower_runs}
             measured = [r["samples_per_s"] for r in flower_runs if "samples_per_s" in r]
-            if len(measured) == len(flower_runs):
+            if flower_runs and len(measured) == len(flower_runs):
                 out["flower"]["samples_per_s"] = spread(measured)
                 out["ratio_to_flower"] = {a: spread([f / w for f, w in zip(runs[f"fedge-{a}"], measured)])
                                           for a in workload.algorithms}
             else:
-                out["flower"]["error"] = "; ".join(r["error"] for r in flower_runs if "error" in r)
+                out["flower"]["error"] = "; ".join(r["error"] for r in flower_runs if "error" in r) or "no run"
     out["peak_memory_mb"] = peak_memory_mb()
     out["selection_mixing_fraction"] = {a: b["select"] + b["exchange"] + b["combine"]
                                         for a, b in out["breakdown"].items()}
