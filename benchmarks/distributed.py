@@ -74,7 +74,9 @@ def worker(algorithm: str, rounds: int, threads: int, result: Path, workload_nam
 
 
 def contender(kind: str, algorithm: str, rounds: int, out: Path, workload: str) -> dict[str, Any]:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    from fedge.runtimes.device_threads import available_cores
+
+    cores = available_cores()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     base = ["-m", "benchmarks.distributed", "--worker", "--algorithm", algorithm, "--rounds", str(rounds),
             "--result", str(out), "--workload", workload]
@@ -117,15 +119,15 @@ def main(argv: list[str] | None = None) -> int:
     kinds = ["simulator", "torchrun-1", "torchrun-2"]
     scratch = REPO / "benchmarks" / "results" / ".distributed-scratch.json"
     results: dict[str, dict[str, list[dict[str, Any]]]] = {a: {k: [] for k in kinds} for a in algorithms}
+    from benchmarks.bare import bare_limit
+    from benchmarks.workloads import standard_workloads
+    from fedge.runtimes.device_threads import available_cores
+
+    workload = {w.name: w for w in standard_workloads()}[args.workload]
     limits: list[dict[str, Any]] = []
     for repeat in range(args.repeats):
         if args.limit:
-            from benchmarks.bare import bare_limit
-            from benchmarks.workloads import standard_workloads
-
-            workload = {w.name: w for w in standard_workloads()}[args.workload]
-            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-            limits.append(bare_limit(workload.clients, workload.samples, 2, 0, cores))
+            limits.append(bare_limit(workload.clients, workload.samples, 2, 0, available_cores()))
             print("bare-loop limit", limits[-1]["limit"], limits[-1]["limit_configuration"], flush=True)
         for algorithm in algorithms:
             for kind in (kinds if repeat % 2 == 0 else kinds[::-1]):

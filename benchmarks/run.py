@@ -38,6 +38,7 @@ from benchmarks.measure import (
 from benchmarks.workloads import Workload, experiment, lenet_federation, standard_workloads
 from fedge.output import atomic_write_json, console, print_table
 from fedge.runfolder import environment
+from fedge.runtimes.device_threads import available_cores
 from fedge.runtimes.setup import prepare
 
 PHASES = ("train", "prune", "select", "exchange", "combine", "evaluate")
@@ -163,9 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--client-scale", type=float, default=1.0, help="shrink the workloads (smoke/quick runs)")
     parser.add_argument("--only", action="append", default=[],
                         help="run this workload (exact name, else all names containing it)")
-    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
+    parser.add_argument("--threads", type=int, default=available_cores(),
                         help="fedge's train.threads and torch intra-op threads (default: every core)")
-    parser.add_argument("--cores", type=int, default=len(os.sched_getaffinity(0)),
+    parser.add_argument("--cores", type=int, default=available_cores(),
                         help="cores the bare-loop limit may use (1 process x cores threads, cores processes x 1)")
     parser.add_argument("--bare-rounds", type=int, default=2, help="timed bare-loop rounds (after one warm-up)")
     parser.add_argument("--seed", type=int, default=0)
