@@ -190,6 +190,7 @@ class Noise:
         self.values = torch.empty(rows, dim)
         self.runs = noise_runs(layout)
         self.views = [[self.values[k, run] for run in self.runs] for k in range(rows)]
+        self.row = self.values[0] if rows else self.values  # row 0, for one device's steps
 
     def draw(self, row: int, std: float, generator: torch.Generator) -> None:
         """Fill row `row` with N(0, std²) from `generator`."""

@@ -20,8 +20,9 @@ Per-sample gradients, each equal to Opacus's `GradSampleModule` ones (tests/runt
 * Linear/Conv2d models device by device (`LayerTaps`): forward hooks record each layer's input and output, one
   backward pass gives the gradients with respect to the outputs; a linear layer's per-sample weight gradient is the
   outer product ∂z_b h_bᵀ, clipped and summed without being formed (Goodfellow 2015), a convolution's is
-  ∂z_b unfold(h_b)ᵀ (Opacus's unfolding) or one convolution grouped by sample. This is what brings a LeNet-5 step
-  near Opacus's 1.6x a plain step; `vmap` over samples costs 6x there (benchmarks/dp_sgd_cost.py);
+  ∂z_b unfold(h_b)ᵀ (Opacus's unfolding) or one convolution grouped by sample (`conv_per_sample`), and the step
+  takes the clipped sum straight from `LayerTaps.clipped_sum`. This is what brings a 28x28 LeNet-5 step under
+  Opacus's 1.6x a plain step; `vmap` over samples costs 6x there (benchmarks/dp_sgd_cost.py);
 * Linear/ReLU stacks in the batched trainer: the hand-written backward, factored (`dense_stack.dense_per_sample`);
 * anything else: `torch.func.vmap(grad_and_value(...))` over samples, and over devices on the bank's rows.
 """
@@ -43,7 +44,7 @@ from fedge.models.flat import FlatModel
 from fedge.runtimes.batches import dp_sgd_schedule, expected_batch_sizes, gather_padded, poisson_plan
 from fedge.runtimes.dense_stack import dense_per_sample
 from fedge.runtimes.device_threads import Replica, for_each_on_threads
-from fedge.runtimes.per_sample import LayerTaps, functional_per_sample, taps_cover
+from fedge.runtimes.per_sample import KeptViews, LayerTaps, functional_per_sample, taps_cover
 
 if TYPE_CHECKING:
     from fedge.runtimes.trainer import BatchedTrainer, Penalty, SequentialTrainer
@@ -108,25 +109,57 @@ def private_gradient(grads: PerSample, valid: torch.Tensor | None, keep: torch.T
     return out.div_(expected[:, None])
 
 
+@dataclass(frozen=True)
+class Kept:
+    """A device's mask in the forms a DP-SGD step reads, made once per device instead of once per step: `mask` [d]
+    (bool), `pruned` its complement, `weights` as 0/1 floats, and `views`, the per-layer views of `weights` that
+    `LayerTaps.clipped_sum` takes (None without layer hooks)."""
+
+    mask: torch.Tensor
+    pruned: torch.Tensor
+    weights: torch.Tensor
+    views: KeptViews | None
+
+    @classmethod
+    def of(cls, mask: torch.Tensor, dtype: torch.dtype, taps: LayerTaps | None) -> Kept:
+        weights = mask.to(dtype)
+        return cls(mask, ~mask, weights, None if taps is None else taps.kept_views(weights))
+
+
 def sequential_step(trainer: SequentialTrainer, replica: Replica, taps: LayerTaps | None, x: torch.Tensor,
-                    y: torch.Tensor, keep: torch.Tensor | None, ids: torch.Tensor, penalty: Penalty | None,
+                    y: torch.Tensor, kept: Kept | None, ids: torch.Tensor, penalty: Penalty | None,
                     buf: torch.Tensor | None, dp: DPSGD, expected: torch.Tensor, noise: Noise,
-                    generator: torch.Generator) -> tuple[float, int]:
-    """One DP-SGD step of one device on the batch (x, y), in place on `replica.work` (and `buf`); `keep` [d] its
-    mask (None: nothing pruned), `expected` [1] its expected batch size, `noise` a one-row buffer. Returns (sum of
-    the batch's losses, batch size)."""
+                    generator: torch.Generator) -> torch.Tensor:
+    """One DP-SGD step of one device on the batch (x, y), in place on `replica.work` (and `buf`); `kept` its mask
+    (None: nothing pruned), `expected` [1] its expected batch size, `noise` a one-row buffer. Returns the batch's
+    losses [B]. With layer hooks the step takes `LayerTaps.clipped_sum`, which computes what `per_sample` and
+    `private_gradient` do in a third of the tensor calls; the general path is kept for the other models."""
     work, model = replica.work, trainer.model
-    grads, losses = PerSample(model.dim), torch.zeros(0)
-    if len(y):
-        found = taps.per_sample(x, y) if taps is not None else None
-        grads, losses = found if found is not None else functional_per_sample(model, work[None], x[None], y[None])
     if dp.std > 0:
-        noise.draw_rows(dp.std, [generator])
-    mask = None if keep is None else keep[None]
-    grad = private_gradient(grads, None, mask, dp, expected, noise.values if dp.std > 0 else None)[0]
+        noise.draw(0, dp.std, generator)
+    assert dp.max_grad_norm is not None, "the DP-SGD path always clips (C = ∞ with σ = 0 is plain SGD)"
+    losses = None
+    if taps is not None and len(y):
+        losses = taps.clipped_sum(x, y, dp.max_grad_norm, None if kept is None else kept.views)
+    if losses is not None:  # Σ clip(g_b ∘ keep) is in taps.total: the rest of `private_gradient`, in place
+        assert taps is not None
+        grad = taps.total
+        if dp.std > 0:
+            grad.add_(noise.row)
+        if kept is not None:
+            grad.masked_fill_(kept.pruned, 0.0)
+        grad.div_(expected)
+    else:
+        grads, losses = PerSample(model.dim), torch.zeros(0)
+        if len(y):
+            found = taps.per_sample(x, y) if taps is not None else None
+            grads, losses = found if found is not None else functional_per_sample(model, work[None], x[None],
+                                                                                   y[None])
+        mask = None if kept is None else kept.mask[None]
+        grad = private_gradient(grads, None, mask, dp, expected, noise.values if dp.std > 0 else None)[0]
     with torch.no_grad():
-        trainer._step(work, grad, None if keep is None else keep.to(work.dtype), ids, penalty, buf)
-    return float(losses.sum()), len(y)
+        trainer._step(work, grad, None if kept is None else kept.weights, ids, penalty, buf)
+    return losses
 
 
 def train_sequential(trainer: SequentialTrainer, bank: torch.Tensor, masks: torch.Tensor,
@@ -139,29 +172,33 @@ def train_sequential(trainer: SequentialTrainer, bank: torch.Tensor, masks: torc
     expected = expected_batch_sizes(sizes, trainer.cfg.batch_size)
     data, offsets = trainer.train_data, trainer.train_data.offsets.tolist()
     tapped = taps_cover(trainer.model)
+    firsts, counts, starts, step_counts = (plan.first.tolist(), plan.size.tolist(), plan.start.tolist(),
+                                           plan.steps.tolist())
     losses = torch.zeros(len(devices))
     helpers: dict[int, tuple[LayerTaps | None, Noise]] = {}  # per replica (one thread at a time uses each)
 
     def train(replica: Replica, job: tuple[int, int]) -> None:
         row, device = job
         replica.work.copy_(bank[device])
-        keep = None if bool(masks[device].all()) else masks[device]
         buf = momentum[device].clone() if momentum is not None else None
         if id(replica) not in helpers:
             helpers[id(replica)] = (LayerTaps(replica.module, trainer.model) if tapped else None,
                                     Noise(trainer.model.slices, 1))
         (taps, noise), ids = helpers[id(replica)], torch.tensor([device])
-        total, count = 0.0, 0
+        kept = None if bool(masks[device].all()) else Kept.of(masks[device], replica.work.dtype, taps)
+        drawn: list[torch.Tensor] = []
+        # the device's batches as slices of one tensor of stacked-data rows (index arithmetic once, not per step)
+        first, last = firsts[starts[row]], firsts[starts[row]] + sum(counts[starts[row]:starts[row] + step_counts[row]])
+        rows, scale = plan.samples[first:last] + offsets[device], expected[row:row + 1]
         with taps.active() if taps is not None else contextlib.nullcontext():
-            for step in range(int(steps[row])):
-                index = plan.batch(row, step) + offsets[device]
-                loss, taken = sequential_step(trainer, replica, taps, data.x[index], data.y[index], keep, ids,
-                                              penalty, buf, dp, expected[row:row + 1], noise, generators[row])
-                total, count = total + loss, count + taken
+            for r in range(starts[row], starts[row] + step_counts[row]):
+                index = rows[firsts[r] - first:firsts[r] - first + counts[r]]
+                drawn.append(sequential_step(trainer, replica, taps, data.x[index], data.y[index], kept, ids,
+                                             penalty, buf, dp, scale, noise, generators[row]))
         bank[device] = replica.work
         if momentum is not None and buf is not None:
             momentum[device] = buf
-        losses[row] = total / max(count, 1)
+        losses[row] = float(torch.cat(drawn).sum()) / max(last - first, 1) if drawn else 0.0
 
     for_each_on_threads(list(enumerate(devices.tolist())), train, trainer.replicas)
     return losses
@@ -261,5 +298,5 @@ def train_batched(trainer: BatchedTrainer, bank: torch.Tensor, masks: torch.Tens
     return trainer.lockstep(bank, masks, momentum, devices, penalty, steps, chunk, gradient)
 
 
-__all__ = ["DPSGD", "LayerTaps", "dp_sgd_schedule", "expected_batch_sizes", "functional_per_sample", "needs_dp_path",
-           "private_gradient", "sequential_step", "taps_cover", "train_batched", "train_sequential"]
+__all__ = ["DPSGD", "Kept", "LayerTaps", "dp_sgd_schedule", "expected_batch_sizes", "functional_per_sample",
+           "needs_dp_path", "private_gradient", "sequential_step", "taps_cover", "train_batched", "train_sequential"]
