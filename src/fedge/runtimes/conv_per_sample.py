@@ -91,7 +91,10 @@ class Scratch:
         self.storage: list[torch.Tensor] = []
         self.ones = torch.ones(0)
         self.views: dict[int, BatchViews] = {}
-        self.placeholders: dict[tuple[int, str], torch.Tensor] = {}  # (conv, method) -> weight at capacity
+        # (conv, method) -> its grouped convolution's weight at capacity; (conv, B) -> the prefix of rows a batch of B
+        # uses (None: B's method unfolds)
+        self.full_placeholders: dict[tuple[int, str], torch.Tensor] = {}
+        self.placeholders: dict[tuple[int, int], torch.Tensor | None] = {}
 
     def batch(self, b: int) -> BatchViews:
         """The views for a batch of b (made once per batch size; the buffers grow when b is the largest yet)."""
@@ -100,6 +103,7 @@ class Scratch:
             self.storage = [torch.zeros(b, width) for width in self.widths]
             self.ones = torch.ones(b)
             self.views.clear()
+            self.full_placeholders.clear()
             self.placeholders.clear()
         views = self.views.get(b)
         if views is None:
@@ -115,12 +119,14 @@ class Scratch:
         layers' inputs and output gradients."""
         for (index, layer, _, _), weight_view, bias_view in zip(self.convs, views.weights, views.biases, strict=True):
             go = outputs[index]
-            b, method = len(go), conv_method(layer, len(go), math.prod(go.shape[2:]))
-            placeholder = self.placeholders.get((index, method))
-            if placeholder is None and method != "unfold":
-                placeholder = self.placeholders[(index, method)] = grouped_placeholder(layer, self.capacity, method)
-            weight_view.copy_(conv_per_sample(layer, inputs[index], go,
-                                              None if placeholder is None else placeholder[:b * layer.out_channels]))
+            b = len(go)
+            if (index, b) not in self.placeholders:
+                method = conv_method(layer, b, math.prod(go.shape[2:]))
+                if method != "unfold" and (index, method) not in self.full_placeholders:
+                    self.full_placeholders[(index, method)] = grouped_placeholder(layer, self.capacity, method)
+                self.placeholders[(index, b)] = (None if method == "unfold" else
+                                                 self.full_placeholders[(index, method)][:b * layer.out_channels])
+            weight_view.copy_(conv_per_sample(layer, inputs[index], go, self.placeholders[(index, b)]))
             if bias_view is not None:
                 torch.sum(go, (2, 3), out=bias_view)
 
