@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import statistics
 import time
@@ -32,6 +31,7 @@ from unittest import mock
 
 import torch
 
+from benchmarks.measure import save_report
 from benchmarks.workloads import Workload, experiment, lenet_federation
 from fedge.config import build
 from fedge.core.privacy import Noise
@@ -165,12 +165,18 @@ def measure(name: str, dp: DPSGD, repeats: int, seed: int, functional: bool, thr
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def dp_parser(description: str) -> argparse.ArgumentParser:
+    """The options the DP-SGD cost benchmarks share: repeats, seed, σ and C."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--noise-multiplier", type=float, default=1.0)
     parser.add_argument("--max-grad-norm", type=float, default=1.0)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = dp_parser(__doc__.splitlines()[0])
     parser.add_argument("--only", action="append", choices=sorted(WORKLOADS), help="run only these workloads")
     parser.add_argument("--threads", type=int, default=0, help="train.threads (0: as a run, every core)")
     parser.add_argument("--torch-func", action="store_true", help="also LeNet-5 with vmap per-sample gradients")
@@ -206,10 +212,7 @@ def main(argv: list[str] | None = None) -> int:
               "environment": environment(), "load_average_1min": load,
               "date": datetime.date.today().isoformat()}
     suffix = f"-threads{args.threads}" if args.threads else ""
-    out = args.out or RESULTS / f"dp-sgd-cost{suffix}-{report['date']}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {out}")
+    save_report(report, args.out or RESULTS / f"dp-sgd-cost{suffix}-{report['date']}.json")
     return 0
 
 

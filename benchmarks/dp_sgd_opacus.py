@@ -14,10 +14,8 @@ number of steps). A measurement, not a test; results go to benchmarks/results/ w
 
 from __future__ import annotations
 
-import argparse
 import copy
 import datetime
-import json
 import statistics
 import time
 import warnings
@@ -28,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
+from benchmarks.dp_sgd_cost import dp_parser
+from benchmarks.measure import save_report
 from benchmarks.workloads import BATCH_SIZE, INPUT_SHAPE, LR, NUM_CLASSES, client_tensors
 from fedge.models.vision import lenet5
 from fedge.runfolder import environment
@@ -84,11 +84,7 @@ def measure(repeats: int, seed: int, noise_multiplier: float, max_grad_norm: flo
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--noise-multiplier", type=float, default=1.0)
-    parser.add_argument("--max-grad-norm", type=float, default=1.0)
+    parser = dp_parser(__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--clients", type=int, default=20, help="the data of this many clients, as one dataset")
     parser.add_argument("--samples", type=int, default=600, help="samples per client")
@@ -108,10 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {"benchmark": "dp_sgd_opacus", "threads": args.threads, "repeats": args.repeats,
               "dp": {"noise_multiplier": args.noise_multiplier, "max_grad_norm": args.max_grad_norm},
               "result": result, "environment": environment(), "date": datetime.date.today().isoformat()}
-    out = args.out or RESULTS / f"dp-sgd-opacus-{report['date']}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {out}")
+    save_report(report, args.out or RESULTS / f"dp-sgd-opacus-{report['date']}.json")
     return 0
 
 

@@ -23,6 +23,13 @@ from fedge.runtimes.trainer import BatchedTrainer, SequentialTrainer, choose_bat
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def save_report(report: dict[str, Any], out: Path) -> None:
+    """Write a benchmark's JSON report (creating its folder) and say where."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
 def reset_peak_memory() -> bool:
     """Reset the kernel's peak-RSS counter of this process (Linux clear_refs 5); False where unsupported."""
     try:
