@@ -133,7 +133,7 @@ def sequential_step(trainer: SequentialTrainer, replica: Replica, taps: LayerTap
     """One DP-SGD step of one device on the batch (x, y), in place on `replica.work` (and `buf`); `kept` its mask
     (None: nothing pruned), `expected` [1] its expected batch size, `noise` a one-row buffer. Returns the batch's
     losses [B]. With layer hooks the step takes `LayerTaps.clipped_sum`, which computes what `per_sample` and
-    `private_gradient` do in a third of the tensor calls; the general path is kept for the other models."""
+    `private_gradient` do in fewer tensor calls; the general path is kept for the other models."""
     work, model = replica.work, trainer.model
     if dp.std > 0:
         noise.draw(0, dp.std, generator)
